@@ -1,0 +1,23 @@
+"""What every command receives: the settings and the wiring built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+
+from ledger.settings import Settings
+
+
+@dataclass
+class CliContext:
+    settings: Settings
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    obj = ctx.find_object(CliContext)
+    if obj is None:  # a subcommand invoked on its own, as in some tests
+        from ledger.settings import from_env
+
+        return from_env()
+    return obj.settings

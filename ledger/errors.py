@@ -1,0 +1,61 @@
+"""One root error; the CLI maps each family to an exit code in one place."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error the ledger raises on purpose."""
+
+    exit_code = 1
+
+
+class RejectedError(LedgerError):
+    """A command was rejected or a verification failed (exit 1)."""
+
+    exit_code = 1
+
+
+class UsageError(LedgerError):
+    """Bad input from the user: arguments, options, configuration (exit 2)."""
+
+    exit_code = 2
+
+
+class InfrastructureError(LedgerError):
+    """A broker, database or local tool could not be reached (exit 3)."""
+
+    exit_code = 3
+
+
+class TopicConfigError(LedgerError):
+    """An existing topic has configs that would lose data (exit 2)."""
+
+    exit_code = 2
+
+
+class CodecError(LedgerError):
+    """Bytes could not be decoded into a ledger record."""
+
+    exit_code = 1
+
+
+class UnknownFingerprintError(CodecError):
+    """The writer schema's fingerprint is not in the schema catalogue."""
+
+
+class TruncatedRecordError(CodecError):
+    """The record ended before its header or body was complete."""
+
+
+class MalformedRecordError(CodecError):
+    """The bytes are not single-object encoded Avro of a known schema."""
+
+
+class StoreError(LedgerError):
+    """A projection store failed or holds data it cannot use."""
+
+    exit_code = 3
+
+
+class WaitTimeoutError(InfrastructureError):
+    """No outcome arrived in time: the processor is not running or is stalled."""

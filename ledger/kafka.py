@@ -1,0 +1,87 @@
+"""Kafka client plumbing: one place builds every client's configuration."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from ledger.errors import InfrastructureError
+from ledger.settings import Settings
+
+# librdkafka's default (consistent_random, CRC32) differs from the Java client's; every
+# producer of the ledger uses murmur2 so that all topics stay co-partitioned with Java too.
+PARTITIONER = "murmur2_random"
+KAFKA_LOG = logging.getLogger("ledger.kafka")
+
+
+def base_config(settings: Settings) -> dict[str, Any]:
+    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, "logger": KAFKA_LOG}
+    conf.update(settings.kafka_extra)
+    return conf
+
+
+def producer_config(settings: Settings, transactional_id: str | None = None) -> dict[str, Any]:
+    conf = base_config(settings)
+    conf.update(
+        {
+            "acks": "all",
+            "enable.idempotence": True,
+            "partitioner": PARTITIONER,
+            "compression.type": "lz4",
+            "linger.ms": 5,
+        }
+    )
+    if transactional_id:
+        conf["transactional.id"] = transactional_id
+        conf["transaction.timeout.ms"] = 60_000
+    return conf
+
+
+def consumer_config(settings: Settings, group_id: str | None, **extra: Any) -> dict[str, Any]:
+    conf = base_config(settings)
+    conf.update(
+        {
+            # Without a group the consumer only assigns partitions by hand; librdkafka still
+            # wants an id, which is never used to commit.
+            "group.id": group_id or "ledger-reader-unused",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+        }
+    )
+    conf.update(extra)
+    return conf
+
+
+def make_producer(settings: Settings, transactional_id: str | None = None) -> Producer:
+    return Producer(producer_config(settings, transactional_id))
+
+
+def make_consumer(settings: Settings, group_id: str | None, **extra: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group_id, **extra))
+
+
+def make_admin(settings: Settings) -> AdminClient:
+    return AdminClient(base_config(settings))
+
+
+def unreachable(settings: Settings, e: BaseException | str) -> InfrastructureError:
+    detail = e.args[0] if isinstance(e, KafkaException) and e.args else e
+    if isinstance(detail, KafkaError):
+        detail = detail.str()
+    return InfrastructureError(f"cannot reach Kafka at {settings.bootstrap}: {detail}")
+
+
+def check_reachable(settings: Settings, timeout: float = 10.0) -> AdminClient:
+    """An admin client that has answered once, or InfrastructureError."""
+    admin = make_admin(settings)
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as e:
+        raise unreachable(settings, e) from e
+    return admin

@@ -1,0 +1,109 @@
+"""Settings: one frozen object; every environment variable is named here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ledger.errors import UsageError
+
+ENV_BOOTSTRAP = "LEDGER_BOOTSTRAP"
+ENV_TOPIC_PREFIX = "LEDGER_TOPIC_PREFIX"
+ENV_KAFKA_CONFIG = "LEDGER_KAFKA_CONFIG"
+ENV_STORE = "LEDGER_STORE"
+ENV_PARTITIONS = "LEDGER_PARTITIONS"
+ENV_REPLICATION = "LEDGER_REPLICATION_FACTOR"
+ENV_MAX_AMOUNT = "LEDGER_MAX_AMOUNT"
+ENV_HOME = "LEDGER_HOME"
+ENV_LOG_FORMAT = "LEDGER_LOG_FORMAT"
+ENV_TEST_BOOTSTRAP = "LEDGER_TEST_BOOTSTRAP"
+ENV_TEST_POSTGRES = "LEDGER_TEST_POSTGRES"
+
+DEFAULT_BOOTSTRAP = "localhost:9092"
+DEFAULT_PREFIX = "points"
+DEFAULT_STORE = "duckdb:///ledger.duckdb"
+DEFAULT_MAX_AMOUNT = 1_000_000_000
+SECRET_KEYS = ("password", "secret", "key.pem", "token")
+
+
+def default_home() -> Path:
+    """Where the dev stack keeps jars, data and pid files (outside the repo)."""
+    return Path(os.environ.get(ENV_HOME, str(Path.home() / ".cache" / "points-ledger")))
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str = DEFAULT_BOOTSTRAP
+    topic_prefix: str = DEFAULT_PREFIX
+    kafka_extra: Mapping[str, str] = field(default_factory=dict)
+    store: str = DEFAULT_STORE
+    partitions: int = 6
+    replication_factor: int | None = None  # None: derive from broker count
+    max_amount: int = DEFAULT_MAX_AMOUNT
+    home: Path = field(default_factory=default_home)
+    log_format: str = "text"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def redacted_kafka_extra(self) -> dict[str, str]:
+        """Extra client properties safe to print: secrets replaced."""
+        return {k: ("***" if _is_secret(k) else v) for k, v in self.kafka_extra.items()}
+
+
+def _is_secret(key: str) -> bool:
+    return any(s in key.lower() for s in SECRET_KEYS)
+
+
+def read_kafka_config(path: str | Path | None) -> dict[str, str]:
+    """Parse a Java-style properties file of extra client settings (SASL, TLS)."""
+    if not path:
+        return {}
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read --kafka-config {path}: {e.strerror}") from e
+    props: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        sep = min((i for i in (line.find("="), line.find(":")) if i > 0), default=-1)
+        if sep < 0:
+            raise UsageError(f"--kafka-config {path}:{n}: expected key=value")
+        props[line[:sep].strip()] = line[sep + 1 :].strip()
+    return props
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise UsageError(f"{name} must be an integer, got {raw!r}") from e
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment; explicit overrides (CLI options) win."""
+    env = os.environ if env is None else env
+    rf_raw = env.get(ENV_REPLICATION)
+    base = Settings(
+        bootstrap=env.get(ENV_BOOTSTRAP, DEFAULT_BOOTSTRAP),
+        topic_prefix=env.get(ENV_TOPIC_PREFIX, DEFAULT_PREFIX),
+        kafka_extra=read_kafka_config(env.get(ENV_KAFKA_CONFIG)),
+        store=env.get(ENV_STORE, DEFAULT_STORE),
+        partitions=_int_env(env, ENV_PARTITIONS, 6),
+        replication_factor=int(rf_raw) if rf_raw else None,
+        max_amount=_int_env(env, ENV_MAX_AMOUNT, DEFAULT_MAX_AMOUNT),
+        home=Path(env[ENV_HOME]) if env.get(ENV_HOME) else default_home(),
+        log_format=env.get(ENV_LOG_FORMAT, "text"),
+    )
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -85,3 +85,34 @@ def check_reachable(settings: Settings, timeout: float = 10.0) -> AdminClient:
     except KafkaException as e:
         raise unreachable(settings, e) from e
     return admin
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's and librdkafka's murmur2_random) of a key."""
+    length = len(data)
+    m, r = 0x5BD1E995, 24
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = length % 4
+    if tail:
+        rest = data[length - tail :]
+        if tail >= 3:
+            h ^= rest[2] << 16
+        if tail >= 2:
+            h ^= rest[1] << 8
+        h ^= rest[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition every ledger producer picks for a key (positive murmur2, as Java)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -104,6 +104,8 @@ def describe_topics(settings: Settings, admin: AdminClient | None = None) -> lis
     admin = admin or check_reachable(settings)
     meta = admin.list_topics(timeout=10).topics
     names = [settings.topic(t.name) for t in TOPICS if settings.topic(t.name) in meta]
+    if not names:
+        return []
     futures = admin.describe_configs([ConfigResource("topic", n) for n in names])
     states = []
     for resource, fut in futures.items():

@@ -1,0 +1,83 @@
+"""The real stack for the whole test session: one Kafka broker and one Postgres.
+
+LEDGER_TEST_BOOTSTRAP / LEDGER_TEST_POSTGRES point the tests at servers that are
+already running; otherwise the session starts its own with the dev stack (the
+same code as `ledger dev up`) in a temporary home and stops it at the end.
+Each test gets fresh topics under a unique prefix, so tests never see each
+other's records.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger.settings import ENV_TEST_BOOTSTRAP, ENV_TEST_POSTGRES, Settings, default_home
+from ledger.topics import create_topics
+
+TEST_KAFKA_PORT = 39092
+TEST_PG_PORT = 35432
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(bootstrap, postgres_url) of the session's real broker and database."""
+    bootstrap = os.environ.get(ENV_TEST_BOOTSTRAP)
+    pg_url = os.environ.get(ENV_TEST_POSTGRES)
+    if bootstrap and pg_url:
+        yield bootstrap, pg_url
+        return
+    from ledger import devstack
+
+    home = Path(tmp_path_factory.mktemp("stack"))
+    info = devstack.up(
+        home,
+        brokers=1,
+        postgres=not pg_url,
+        base_port=TEST_KAFKA_PORT,
+        pg_port=TEST_PG_PORT,
+        jars_dir=default_home() / "kafka-4.1.1" / "lib",
+    )
+    try:
+        yield bootstrap or info.bootstrap, pg_url or str(info.postgres_url)
+    finally:
+        devstack.down(home, wipe=True)
+
+
+@pytest.fixture(scope="session")
+def bootstrap(stack: tuple[str, str]) -> str:
+    return stack[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_url(stack: tuple[str, str]) -> str:
+    return stack[1]
+
+
+@pytest.fixture
+def make_settings(bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Factory: settings on fresh, created topics under a unique prefix."""
+
+    def make(create: bool = True, partitions: int = 3, **overrides: object) -> Settings:
+        prefix = f"t{uuid.uuid4().hex[:10]}"
+        settings = Settings(
+            bootstrap=bootstrap,
+            topic_prefix=prefix,
+            partitions=partitions,
+            store=f"duckdb:///{tmp_path / (prefix + '.duckdb')}",
+            home=tmp_path,
+        ).with_(**overrides)
+        if create:
+            create_topics(settings)
+        return settings
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()

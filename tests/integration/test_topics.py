@@ -56,7 +56,7 @@ def test_guard_refuses_a_journal_with_finite_retention(
     )
     for fut in admin.alter_configs([resource]).values():
         fut.result()
-    with pytest.raises(TopicConfigError, match="retention.ms is 86400000"):
+    with pytest.raises(TopicConfigError, match=r"retention\.ms is 86400000"):
         guard_topics(settings)
 
 

@@ -37,8 +37,16 @@ def describe(ctx: click.Context, as_json: bool) -> None:
     for s in describe_topics(settings):
         shown = {k: s.configs.get(k) for k in keys}
         if as_json:
-            click.echo(json.dumps({"topic": s.name, "partitions": s.partitions,
-                                   "replication_factor": s.replication_factor, "configs": shown}))
+            click.echo(
+                json.dumps(
+                    {
+                        "topic": s.name,
+                        "partitions": s.partitions,
+                        "replication_factor": s.replication_factor,
+                        "configs": shown,
+                    }
+                )
+            )
         else:
             conf = " ".join(f"{k}={v}" for k, v in shown.items())
             click.echo(f"{s.name:<24} partitions={s.partitions} rf={s.replication_factor} {conf}")

@@ -25,26 +25,69 @@ from ledger.settings import (
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--bootstrap", envvar=ENV_BOOTSTRAP, default=DEFAULT_BOOTSTRAP, show_default=True,
-              help=f"Kafka bootstrap servers (env {ENV_BOOTSTRAP}).")
-@click.option("--topic-prefix", envvar=ENV_TOPIC_PREFIX, default=DEFAULT_PREFIX,
-              show_default=True, help=f"Prefix of every topic (env {ENV_TOPIC_PREFIX}).")
-@click.option("--kafka-config", envvar=ENV_KAFKA_CONFIG, default=None, metavar="FILE",
-              help=f"Extra Kafka client properties, e.g. SASL or TLS (env {ENV_KAFKA_CONFIG}).")
-@click.option("--store", envvar=ENV_STORE, default=DEFAULT_STORE, show_default=True,
-              help=f"Projection store URL, duckdb:/// or postgresql+psycopg:// (env {ENV_STORE}).")
-@click.option("--partitions", envvar=ENV_PARTITIONS, type=click.IntRange(min=1), default=6,
-              show_default=True, help=f"Partitions of each topic when created (env {ENV_PARTITIONS}).")
-@click.option("--log-format", envvar=ENV_LOG_FORMAT, type=click.Choice(["text", "json"]),
-              default="text", show_default=True, help="Log lines as text or as JSON objects.")
+@click.option(
+    "--bootstrap",
+    envvar=ENV_BOOTSTRAP,
+    default=DEFAULT_BOOTSTRAP,
+    show_default=True,
+    help=f"Kafka bootstrap servers (env {ENV_BOOTSTRAP}).",
+)
+@click.option(
+    "--topic-prefix",
+    envvar=ENV_TOPIC_PREFIX,
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    help=f"Prefix of every topic (env {ENV_TOPIC_PREFIX}).",
+)
+@click.option(
+    "--kafka-config",
+    envvar=ENV_KAFKA_CONFIG,
+    default=None,
+    metavar="FILE",
+    help=f"Extra Kafka client properties, e.g. SASL or TLS (env {ENV_KAFKA_CONFIG}).",
+)
+@click.option(
+    "--store",
+    envvar=ENV_STORE,
+    default=DEFAULT_STORE,
+    show_default=True,
+    help=f"Projection store URL, duckdb:/// or postgresql+psycopg:// (env {ENV_STORE}).",
+)
+@click.option(
+    "--partitions",
+    envvar=ENV_PARTITIONS,
+    type=click.IntRange(min=1),
+    default=6,
+    show_default=True,
+    help=f"Partitions of each topic when created (env {ENV_PARTITIONS}).",
+)
+@click.option(
+    "--log-format",
+    envvar=ENV_LOG_FORMAT,
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text or as JSON objects.",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.pass_context
-def cli(ctx: click.Context, bootstrap: str, topic_prefix: str, kafka_config: str | None,
-        store: str, partitions: int, log_format: str, verbose: int) -> None:
+def cli(
+    ctx: click.Context,
+    bootstrap: str,
+    topic_prefix: str,
+    kafka_config: str | None,
+    store: str,
+    partitions: int,
+    log_format: str,
+    verbose: int,
+) -> None:
     """Event-sourced reward points on Kafka: write, project, replay and verify."""
     configure_logging(log_format, verbose)
     settings = from_env(
-        bootstrap=bootstrap, topic_prefix=topic_prefix, store=store, partitions=partitions,
+        bootstrap=bootstrap,
+        topic_prefix=topic_prefix,
+        store=store,
+        partitions=partitions,
         kafka_extra=read_kafka_config(kafka_config) if kafka_config else None,
         log_format=log_format,
     )
@@ -52,9 +95,13 @@ def cli(ctx: click.Context, bootstrap: str, topic_prefix: str, kafka_config: str
 
 
 def _register() -> None:
+    from cli.commands_journal import tail
     from cli.commands_topics import topics
+    from cli.commands_write import register as register_write
 
     cli.add_command(topics)
+    cli.add_command(tail)
+    register_write(cli)
     try:
         from cli.dev import dev
     except ImportError:  # pragma: no cover - the dev stack module is optional at import time
@@ -68,7 +115,8 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: expected failures become one line on stderr and an exit code."""
     try:
-        cli.main(args=argv, standalone_mode=False)
+        # With standalone_mode off, click returns ctx.exit()'s code instead of exiting.
+        code = cli.main(args=argv, standalone_mode=False)
     except LedgerError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -82,4 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

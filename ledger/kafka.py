@@ -116,3 +116,15 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition every ledger producer picks for a key (positive murmur2, as Java)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def topic_partitions(settings: Settings, topic: str) -> int:
+    """The partition count of an existing topic (what routing must use, not a setting)."""
+    admin = make_admin(settings)
+    try:
+        meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+    except KafkaException as e:
+        raise unreachable(settings, e) from e
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise InfrastructureError(f"topic {topic} does not exist: run `ledger topics create`")
+    return len(meta.partitions)

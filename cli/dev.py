@@ -1,0 +1,79 @@
+"""`ledger dev`: the local stack without Docker (KRaft Kafka and PostgreSQL on loopback).
+
+Errors are not caught here: the root command maps LedgerError to exit codes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ledger import devstack
+from ledger.settings import default_home
+
+
+def _home(ctx: click.Context) -> Path:
+    settings = getattr(ctx.obj, "settings", None)
+    home = getattr(settings, "home", None)
+    return Path(home) if home is not None else default_home()
+
+
+def _echo(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+@click.group(help="Run a local Kafka (and optionally PostgreSQL) for development, no Docker.")
+def dev() -> None:
+    pass
+
+
+@dev.command(
+    help="Start the local stack, or whatever part of it is not running (idempotent). "
+    "Fetches the Kafka jars with Maven on first use, then starts KRaft brokers on 127.0.0.1 "
+    "and prints the connection strings."
+)
+@click.option(
+    "--brokers",
+    type=click.Choice(["1", "3"]),
+    default="1",
+    show_default=True,
+    help="1: a single broker on 9092 (replication factor 1). "
+    "3: a three-node cluster on 9092-9094 (replication factor 3, min.insync.replicas 2).",
+)
+@click.option(
+    "--postgres",
+    is_flag=True,
+    help="Also start PostgreSQL on 127.0.0.1:5432 (next free port if taken), "
+    "with a database named ledger.",
+)
+@click.option(
+    "--auth",
+    is_flag=True,
+    help="Also open a SASL_PLAINTEXT listener (SCRAM-SHA-256, user admin) on 9096; "
+    "its client settings are written to a file to pass with --kafka-config.",
+)
+@click.pass_context
+def up(ctx: click.Context, brokers: str, postgres: bool, auth: bool) -> None:
+    info = devstack.up(_home(ctx), brokers=int(brokers), postgres=postgres, auth=auth)
+    _echo(info.describe())
+
+
+@dev.command(
+    help="Stop the processes this stack started (by their pid files only) and free the ports."
+)
+@click.option(
+    "--wipe",
+    is_flag=True,
+    help="Also delete the brokers' and PostgreSQL's data (the jar cache is kept).",
+)
+@click.pass_context
+def down(ctx: click.Context, wipe: bool) -> None:
+    _echo(devstack.down(_home(ctx), wipe=wipe))
+
+
+@dev.command(help="Show what runs: each process's pid, port and state, and connection strings.")
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    _echo(devstack.status(_home(ctx)).describe())

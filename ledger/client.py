@@ -1,0 +1,150 @@
+"""The Python client: submit commands, optionally await their outcomes.
+
+Outcomes are read from points.results (read_committed). The watcher starts at
+the end of every results partition before the first command it awaits is
+sent, so no outcome can slip past it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from ledger.codec import Codec
+from ledger.domain import Command
+from ledger.errors import InfrastructureError, WaitTimeoutError
+from ledger.kafka import make_consumer, make_producer, topic_partitions, unreachable
+from ledger.records import Outcome, ReverseRef, command_to_record
+from ledger.settings import Settings
+
+
+def new_command_id() -> str:
+    return str(uuid.uuid4())
+
+
+class LedgerClient:
+    """Submits commands keyed by their deciding account; resolves outcomes by command id."""
+
+    def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
+        self.settings = settings
+        self.codec = codec or Codec()
+        self.topic = settings.topic("commands")
+        self.partitions = topic_partitions(settings, self.topic)
+        self._producer: Producer = make_producer(settings)
+        self._watcher: _ResultWatcher | None = None
+        self._lock = threading.Lock()
+        self.delivery_error: KafkaError | None = None
+
+    def submit(
+        self, command: Command, ref: ReverseRef | None = None, wait: bool = False
+    ) -> Future[Outcome] | None:
+        """Send a command; with wait=True, a future of its outcome."""
+        future = self._watch().expect(command.command_id) if wait else None
+        record = command_to_record(command, int(time.time() * 1000), ref)
+        value = self.codec.encode("command", record)
+        self._produce(command.deciding_account.encode(), value)
+        return future
+
+    def send(
+        self, command: Command, ref: ReverseRef | None = None, timeout: float = 30.0
+    ) -> Outcome:
+        """Submit, flush and block for the outcome."""
+        future = self.submit(command, ref, wait=True)
+        assert future is not None
+        self.flush(timeout)
+        return self.result(command.command_id, future, timeout)
+
+    def result(self, command_id: str, future: Future[Outcome], timeout: float) -> Outcome:
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise WaitTimeoutError(
+                f"no outcome for command {command_id} within {timeout:g}s from "
+                f"{self.settings.bootstrap}: is `ledger serve` running? "
+                "(the command was sent and will be decided when it is)"
+            ) from None
+
+    def flush(self, timeout: float = 30.0) -> None:
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise InfrastructureError(
+                f"{remaining} commands not acknowledged by Kafka at {self.settings.bootstrap} "
+                f"within {timeout:g}s"
+            )
+
+    def close(self) -> None:
+        self._producer.flush(10)
+        if self._watcher is not None:
+            self._watcher.stop()
+
+    def _produce(self, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic, key=key, value=value, on_delivery=self._on_delivery
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: let deliveries drain
+            except KafkaException as e:
+                raise unreachable(self.settings, e) from e
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self.delivery_error = err
+
+    def _watch(self) -> _ResultWatcher:
+        with self._lock:
+            if self._watcher is None:
+                self._watcher = _ResultWatcher(self.settings, self.codec, self.partitions)
+            return self._watcher
+
+
+class _ResultWatcher:
+    """Follows every results partition from its end and completes waiting futures."""
+
+    def __init__(self, settings: Settings, codec: Codec, partitions: int) -> None:
+        self.codec = codec
+        self.waiting: dict[str, Future[Outcome]] = {}
+        self._stop = threading.Event()
+        topic = settings.topic("results")
+        self.consumer = make_consumer(settings, None, **{"fetch.wait.max.ms": 5})
+        try:
+            ends = [
+                self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(partitions)
+            ]
+        except KafkaException as e:
+            raise unreachable(settings, e) from e
+        self.consumer.assign([TopicPartition(topic, p, end) for p, end in enumerate(ends)])
+        self._thread = threading.Thread(target=self._run, name="result-watcher", daemon=True)
+        self._thread.start()
+
+    def expect(self, command_id: str) -> Future[Outcome]:
+        future: Future[Outcome] = Future()
+        self.waiting[command_id] = future
+        return future
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for msg in self.consumer.consume(1000, timeout=0.05):
+                    if msg.error() is None:
+                        self._resolve(msg.value())
+        finally:
+            self.consumer.close()
+
+    def _resolve(self, value: bytes | None) -> None:
+        rec = self.codec.decode_as("result", value)
+        future = self.waiting.pop(rec["command_id"], None)
+        if future is not None and not future.done():
+            future.set_result(Outcome.from_record(rec))

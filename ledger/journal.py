@@ -1,0 +1,81 @@
+"""Reading the journal: follow it (tail) and find one event by id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from ledger.codec import Codec
+from ledger.domain import JournalEntry
+from ledger.errors import CodecError, RejectedError
+from ledger.kafka import make_consumer, topic_partitions
+from ledger.records import ReverseRef, entry_from_record
+from ledger.settings import Settings
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    partition: int
+    offset: int
+    key: str
+    timestamp_ms: int
+    entry: JournalEntry | None
+    error: str | None = None
+
+    @property
+    def ref(self) -> ReverseRef:
+        assert self.entry is not None
+        return ReverseRef(self.entry.event_id, self.partition, self.offset)
+
+
+def read_journal(
+    settings: Settings, codec: Codec, from_beginning: bool = True, follow: bool = False
+) -> Iterator[JournalRecord]:
+    """Committed journal records; stops at the end unless follow is set."""
+    topic = settings.topic("events")
+    parts = topic_partitions(settings, topic)
+    consumer = make_consumer(
+        settings, None, **{"enable.partition.eof": True, "fetch.wait.max.ms": 50}
+    )
+    start = 0 if from_beginning else -1  # OFFSET_END
+    consumer.assign([TopicPartition(topic, p, start) for p in range(parts)])
+    pending = set(range(parts))
+    try:
+        while follow or pending:
+            for msg in consumer.consume(1000, timeout=0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition() or 0)
+                    continue
+                yield _decode(
+                    codec,
+                    msg.partition() or 0,
+                    msg.offset() or 0,
+                    msg.key(),
+                    msg.timestamp()[1],
+                    msg.value(),
+                )
+    finally:
+        consumer.close()
+
+
+def _decode(
+    codec: Codec, partition: int, offset: int, key: bytes | None, ts: int, value: bytes | None
+) -> JournalRecord:
+    key_text = (key or b"").decode("utf-8", "replace")
+    try:
+        entry = entry_from_record(codec.decode_as("event", value))
+    except CodecError as e:
+        return JournalRecord(partition, offset, key_text, ts, None, str(e))
+    return JournalRecord(partition, offset, key_text, ts, entry)
+
+
+def find_event(settings: Settings, event_id: str, codec: Codec | None = None) -> JournalRecord:
+    """The committed journal record of an event id (a scan; reversals are rare)."""
+    for record in read_journal(settings, codec or Codec()):
+        if record.entry is not None and record.entry.event_id == event_id:
+            return record
+    raise RejectedError(f"no event {event_id} in {settings.topic('events')}")

@@ -1,0 +1,354 @@
+"""The command processor: the single, exactly-once writer of the journal.
+
+A consumer group on points.commands; each instance owns the accounts that hash
+to its partitions. Per batch, inside one Kafka transaction: decide every
+command, write journal events, account states, balance snapshots, results and
+routed credits, and send the consumed offsets to the transaction. All of it
+commits together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from ledger.codec import Codec
+from ledger.domain import (
+    AccountOpened,
+    Command,
+    Decision,
+    JournalEntry,
+    Limits,
+    Rejected,
+    RejectReason,
+    decide,
+    payload_fingerprint,
+)
+from ledger.errors import CodecError, InfrastructureError
+from ledger.kafka import make_consumer, make_producer, partition_for, topic_partitions
+from ledger.processor_io import JournalFetcher, dead_letter
+from ledger.processor_state import AccountsTable, Overlay, PartitionState, restore_partition
+from ledger.records import (
+    Outcome,
+    WireCommand,
+    command_from_record,
+    command_to_record,
+    entry_to_record,
+    opened_to_record,
+    reverse_command,
+    snapshot_to_record,
+)
+from ledger.settings import Settings
+from ledger.topics import guard_topics
+
+log = logging.getLogger("ledger.processor")
+
+
+@dataclass
+class ProcessorStats:
+    """Counters for logs and metrics."""
+
+    batches: int = 0
+    commands: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    aborts: int = 0
+    last_batch_ms: float = 0.0
+
+
+class CommandProcessor:
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        instance_id: str,
+        max_batch: int = 2000,
+        batch_timeout: float = 0.01,
+    ) -> None:
+        self.settings, self.codec = settings, codec
+        self.instance_id = instance_id
+        self.max_batch, self.batch_timeout = max_batch, batch_timeout
+        self.limits = Limits(settings.max_amount)
+        self.stats = ProcessorStats()
+        self.committed: dict[int, PartitionState] = {}
+        self.accounts = AccountsTable(settings, codec)
+        self.overlay = Overlay(self.committed, self.accounts)
+        self.topic = {
+            n: settings.topic(n)
+            for n in ("commands", "events", "accounts", "balances", "results", "deadletter")
+        }
+        self._stop = threading.Event()
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.fetcher = JournalFetcher(settings, codec)
+        self._snapshots: dict[str, tuple[Any, str | None]] = {}
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        guard_topics(self.settings)
+        self.partitions = topic_partitions(self.settings, self.topic["commands"])
+        self.producer = self._init_producer()
+        self.accounts.start()
+        self.consumer = make_consumer(
+            self.settings,
+            f"{self.settings.topic_prefix}.processor",
+            **{
+                "fetch.wait.max.ms": 5,
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1000,
+                "partition.assignment.strategy": "range",
+            },
+        )
+        self.consumer.subscribe(
+            [self.topic["commands"]],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info("processor %s started on %s", self.instance_id, self.settings.bootstrap)
+        if on_ready:
+            on_ready()
+        try:
+            while not self._stop.is_set():
+                msgs = self.consumer.consume(self.max_batch, timeout=self.batch_timeout)
+                if msgs:
+                    self._process_batch(msgs)
+        finally:
+            log.info("processor %s stopping: %s", self.instance_id, self.stats)
+            self.consumer.close()
+            self.accounts.stop()
+            self.fetcher.close()
+
+    def _init_producer(self) -> Producer:
+        txn_id = f"{self.settings.topic_prefix}.processor.{self.instance_id}"
+        producer = make_producer(self.settings, transactional_id=txn_id)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                # Also aborts whatever a previous incarnation of this id left open.
+                producer.init_transactions(10)
+                return producer
+            except KafkaException as e:
+                if time.monotonic() > deadline or not e.args[0].retriable():
+                    raise InfrastructureError(
+                        f"cannot start transactions on {self.settings.bootstrap}: {e}"
+                    ) from e
+                log.info("transaction coordinator not ready yet: %s", e)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.committed[tp.partition] = restore_partition(
+                self.settings, self.codec, tp.partition
+            )
+        log.info("processor %s owns partitions %s", self.instance_id, sorted(self.committed))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.committed.pop(tp.partition, None)
+        log.info(
+            "processor %s released partitions %s; owns %s",
+            self.instance_id,
+            sorted(tp.partition for tp in partitions),
+            sorted(self.committed),
+        )
+
+    # --- one batch, one transaction -------------------------------------------
+
+    def _process_batch(self, msgs: list[Message]) -> None:
+        assert self.producer is not None and self.consumer is not None
+        started = time.monotonic()
+        self.producer.begin_transaction()
+        offsets: dict[int, int] = {}
+        firsts: dict[int, int] = {}
+        try:
+            for msg in msgs:
+                if msg.error() is not None:
+                    log.warning("consumer error: %s", msg.error())
+                    continue
+                partition, offset = _position(msg)
+                firsts.setdefault(partition, offset)
+                offsets[partition] = offset + 1
+                self._handle(msg)
+            self._flush_snapshots()
+            self.producer.send_offsets_to_transaction(
+                [TopicPartition(self.topic["commands"], p, o) for p, o in offsets.items()],
+                self.consumer.consumer_group_metadata(),
+                30,
+            )
+            self.producer.commit_transaction(30)
+        except KafkaException as e:
+            self._recover(e, firsts)
+            return
+        self.overlay.merge()
+        self.stats.batches += 1
+        self.stats.last_batch_ms = (time.monotonic() - started) * 1000
+
+    def _recover(self, e: KafkaException, firsts: dict[int, int]) -> None:
+        """Abort, forget the batch, rewind to its first offsets; fatal errors end the run."""
+        assert self.producer is not None and self.consumer is not None
+        err = e.args[0]
+        self.overlay.reset()
+        self._snapshots.clear()
+        self.stats.aborts += 1
+        if err.fatal():
+            raise InfrastructureError(f"processor fenced or failed fatally: {err.str()}") from e
+        log.warning("transaction failed (%s); aborting and retrying the batch", err.str())
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as abort_error:
+            raise InfrastructureError(f"cannot abort transaction: {abort_error}") from abort_error
+        for partition, offset in firsts.items():
+            if partition in self.committed:
+                self.consumer.seek(TopicPartition(self.topic["commands"], partition, offset))
+
+    def _handle(self, msg: Message) -> None:
+        self.stats.commands += 1
+        self.overlay.bind(_position(msg)[0])
+        try:
+            wire = command_from_record(self.codec.decode_as("command", msg.value()))
+        except CodecError as e:
+            self._dead_letter(msg, e)
+            return
+        key = (msg.key() or b"").decode("utf-8", "replace")
+        if key != wire.key or partition_for(msg.key() or b"", self.partitions) != msg.partition():
+            self._reply_rejected(
+                wire,
+                payload="",
+                reason=RejectReason.MISROUTED,
+                detail=f"record key {key!r} does not route {wire.key}",
+            )
+            return
+        command = wire.command or self._build_reverse(wire)
+        if isinstance(command, Rejected):
+            self._reply_rejected(wire, "", command.reason, command.detail)
+            return
+        self._decide(wire, command)
+
+    def _decide(self, wire: WireCommand, command: Command) -> None:
+        fingerprint = payload_fingerprint(command)
+        previous = self.overlay.outcome(command.command_id)
+        if previous is not None:
+            if previous.payload_fingerprint == fingerprint:
+                self._emit_result(previous)  # same id, same payload: the first outcome again
+            else:
+                self._reply_rejected(
+                    wire,
+                    fingerprint,
+                    RejectReason.CONFLICT,
+                    f"command id {command.command_id} was used for another command",
+                    store=False,
+                )
+            return
+        now = int(time.time() * 1000)
+        decision = decide(
+            self.overlay,
+            command,
+            now_ms=now,
+            limits=self.limits,
+            reversed_ids=self.overlay.is_reversed(),
+        )
+        self._write(wire, command, decision, fingerprint, now)
+
+    def _write(
+        self, wire: WireCommand, command: Command, decision: Decision, fingerprint: str, now: int
+    ) -> None:
+        if isinstance(decision, Rejected):
+            self._reply_rejected(wire, fingerprint, decision.reason, decision.detail)
+            return
+        assert self.producer is not None
+        key = wire.key.encode()
+        last_event: str | None = None
+        for event in decision.events:
+            if isinstance(event, JournalEntry):
+                last_event = event.event_id
+                self.producer.produce(
+                    self.topic["events"],
+                    key=key,
+                    value=self.codec.encode("event", entry_to_record(event)),
+                )
+            elif isinstance(event, AccountOpened):
+                self.overlay.opened.add(event.account)
+                self.producer.produce(
+                    self.topic["accounts"],
+                    key=event.account.encode(),
+                    value=self.codec.encode("account", opened_to_record(event)),
+                )
+        for credit in decision.credits:
+            self.producer.produce(
+                self.topic["commands"],
+                key=credit.account.encode(),
+                value=self.codec.encode("command", command_to_record(credit, now)),
+            )
+        for state in decision.states:
+            self.overlay.put(state)
+            self._snapshots[state.account] = (state, last_event)
+        reverses = wire.record["ref_event_id"] if wire.kind == "REVERSE" else None
+        outcome = Outcome(
+            command.command_id, True, None, "", decision.event_ids, wire.key, fingerprint, reverses
+        )
+        self.stats.accepted += 1
+        self.overlay.record(outcome)
+        self._emit_result(outcome)
+
+    def _flush_snapshots(self) -> None:
+        """One snapshot per account per batch: the topic is compacted, the last one counts."""
+        assert self.producer is not None
+        now = int(time.time() * 1000)
+        for account, (state, last_event) in self._snapshots.items():
+            self.producer.produce(
+                self.topic["balances"],
+                key=account.encode(),
+                value=self.codec.encode("balance", snapshot_to_record(state, now, last_event)),
+            )
+        self._snapshots.clear()
+
+    def _reply_rejected(
+        self, wire: WireCommand, payload: str, reason: RejectReason, detail: str, store: bool = True
+    ) -> None:
+        outcome = Outcome(
+            wire.record["command_id"], False, str(reason), detail, (), wire.key, payload
+        )
+        self.stats.rejected[str(reason)] = self.stats.rejected.get(str(reason), 0) + 1
+        if store:
+            self.overlay.record(outcome)
+        self._emit_result(outcome)
+
+    def _emit_result(self, outcome: Outcome) -> None:
+        assert self.producer is not None
+        value = self.codec.encode("result", outcome.to_record(int(time.time() * 1000)))
+        self.producer.produce(self.topic["results"], key=outcome.account.encode(), value=value)
+
+    def _build_reverse(self, wire: WireCommand) -> Command | Rejected:
+        ref = wire.ref
+        if ref is None:
+            return Rejected(RejectReason.NOT_REVERSIBLE, "reverse needs the event's position")
+        found = self.fetcher.fetch(ref)
+        if isinstance(found, str):
+            return Rejected(RejectReason.NOT_REVERSIBLE, found)
+        return reverse_command(wire, found.postings)
+
+    def _dead_letter(self, msg: Message, error: Exception) -> None:
+        assert self.producer is not None
+        self.stats.dead_letters += 1
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error
+        )
+        dead_letter(self.producer, self.topic["deadletter"], msg, error)
+
+
+def _position(msg: Message) -> tuple[int, int]:
+    """Partition and offset of a consumed message (never None once consumed)."""
+    partition, offset = msg.partition(), msg.offset()
+    assert partition is not None and offset is not None
+    return partition, offset

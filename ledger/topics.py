@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -96,8 +97,29 @@ def create_topics(settings: Settings) -> list[str]:
         except KafkaException as e:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
                 raise InfrastructureError(f"cannot create topic {name}: {e}") from e
+    _wait_for_leaders(admin, [t.topic for t in new])
     guard_topics(settings, admin)
     return [t.topic for t in new]
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float = 30.0) -> None:
+    """New topics are usable once every partition has a leader; clients fail before that."""
+    deadline = time.monotonic() + timeout
+    while names:
+        topics = admin.list_topics(timeout=10).topics
+        names = [
+            n
+            for n in names
+            if n not in topics
+            or topics[n].error is not None
+            or any(p.leader < 0 for p in topics[n].partitions.values())
+        ]
+        if names and time.monotonic() > deadline:
+            raise InfrastructureError(
+                f"topics without partition leaders after {timeout:g}s: {', '.join(names)}"
+            )
+        if names:
+            time.sleep(0.1)
 
 
 def describe_topics(settings: Settings, admin: AdminClient | None = None) -> list[TopicState]:

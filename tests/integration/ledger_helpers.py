@@ -1,0 +1,131 @@
+"""Helpers for integration tests: run processors, read back the journal and snapshots."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from ledger.codec import Codec
+from ledger.domain import JournalEntry
+from ledger.journal import read_journal
+from ledger.kafka import make_consumer
+from ledger.processor import CommandProcessor
+from ledger.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ThreadedProcessor:
+    processor: CommandProcessor
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.processor.stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "processor did not stop"
+
+
+def start_processor(
+    settings: Settings, instance_id: str = "p0", expect_partitions: int | None = None
+) -> ThreadedProcessor:
+    """A processor in a thread of the test process, returned once it owns partitions."""
+    processor = CommandProcessor(settings, Codec(), instance_id, max_batch=500)
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    want = settings.partitions if expect_partitions is None else expect_partitions
+    deadline = time.monotonic() + 60
+    while len(processor.committed) < want:
+        assert thread.is_alive(), "processor died during start"
+        assert time.monotonic() < deadline, "processor got no partitions in 60s"
+        time.sleep(0.05)
+    return ThreadedProcessor(processor, thread)
+
+
+def cli_args(settings: Settings) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "--bootstrap",
+        settings.bootstrap,
+        "--topic-prefix",
+        settings.topic_prefix,
+        "--partitions",
+        str(settings.partitions),
+    ]
+
+
+def spawn_processor(settings: Settings, instance_id: str, log: Path) -> subprocess.Popen[bytes]:
+    """`ledger serve` as a real process (for kill -9)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                *cli_args(settings),
+                "-v",
+                "serve",
+                "--instance-id",
+                instance_id,
+                "--max-batch",
+                "200",
+            ],
+            stdout=out,
+            stderr=out,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+def kill9(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def journal(settings: Settings) -> list[JournalEntry]:
+    entries = []
+    for record in read_journal(settings, Codec()):
+        assert record.entry is not None, record.error
+        entries.append(record.entry)
+    return entries
+
+
+def latest(settings: Settings, topic_name: str, schema: str) -> dict[str, dict[str, object]]:
+    """The last committed record per key of a topic (a compacted view)."""
+    codec = Codec()
+    topic = settings.topic(topic_name)
+    consumer = make_consumer(settings, None, **{"enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
+    pending, out = set(range(settings.partitions)), {}
+    while pending:
+        for msg in consumer.consume(1000, timeout=0.5):
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                continue
+            rec = codec.decode_as(schema, msg.value())
+            out[(msg.key() or b"").decode()] = rec
+    consumer.close()
+    return out
+
+
+def snapshot_balances(settings: Settings) -> dict[str, int]:
+    return {k: int(v["balance"]) for k, v in latest(settings, "balances", "balance").items()}  # type: ignore[call-overload]
+
+
+def party_fold(entries: list[JournalEntry]) -> dict[str, int]:
+    """Balances of user and room accounts folded from the journal."""
+    out: dict[str, int] = {}
+    for entry in entries:
+        for p in entry.postings:
+            if not p.account.startswith("system:"):
+                out[p.account] = out.get(p.account, 0) + p.amount
+    return out

@@ -1,0 +1,83 @@
+"""Crashes and rebalances of the processor lose and duplicate nothing."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from ledger.settings import Settings
+from tests.integration.ledger_helpers import kill9, spawn_processor, start_processor
+from tests.integration.workload import Workload
+
+pytestmark = pytest.mark.integration
+
+
+def test_kill9_at_random_moments_then_restart(settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    proc = spawn_processor(settings, "crashy", log)
+    spawned = 1
+    work = Workload(settings, seed=11)
+    work.open_accounts()
+    stream = work.stream(count=1500, rate=300)
+    rng = random.Random(2024)
+    kills = 0
+    try:
+        while stream.is_alive() or kills < 3:
+            wait_for_ownership(log, spawned)  # kill it while it works, not while it starts
+            time.sleep(rng.uniform(0.1, 1.0))
+            kill9(proc)
+            kills += 1
+            proc = spawn_processor(settings, "crashy", log)
+            spawned += 1
+        stream.join()
+        totals = work.check_exactly_once()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert kills >= 3
+    assert totals["accepted"] > 500, totals
+
+
+def wait_for_ownership(log: Path, times: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while log.read_text().count("owns partitions [0, 1, 2]") < times:
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+
+
+def test_two_instances_share_partitions_through_a_rebalance(settings: Settings) -> None:
+    first = start_processor(settings, "one")
+    work = Workload(settings, seed=5)
+    work.open_accounts()
+    stream = work.stream(count=1200, rate=400)
+    time.sleep(1.0)
+    second = start_processor(settings, "two", expect_partitions=1)
+    assert 0 < len(second.processor.committed) < settings.partitions
+    time.sleep(1.0)
+    first.stop()  # its partitions move to the second instance mid-stream
+    stream.join()
+    totals = work.check_exactly_once()
+    second.stop()
+    assert totals["sent"] == 1216
+
+
+def test_sigterm_drains_and_exits_cleanly(settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    proc = spawn_processor(settings, "graceful", log)
+    work = Workload(settings, seed=3)
+    work.open_accounts()
+    stream = work.stream(count=400, rate=400)
+    time.sleep(0.5)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
+    proc = spawn_processor(settings, "graceful", log)
+    try:
+        stream.join()
+        work.check_exactly_once()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "finishing the open batch" in log.read_text()

@@ -89,6 +89,8 @@ class CommandProcessor:
         self.producer: Producer | None = None
         self.fetcher = JournalFetcher(settings, codec)
         self._snapshots: dict[str, tuple[Any, str | None]] = {}
+        self.running = False
+        self.metrics_server: Any = None
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -122,16 +124,20 @@ class CommandProcessor:
         log.info("processor %s started on %s", self.instance_id, self.settings.bootstrap)
         if on_ready:
             on_ready()
+        self.running = True
         try:
             while not self._stop.is_set():
                 msgs = self.consumer.consume(self.max_batch, timeout=self.batch_timeout)
                 if msgs:
                     self._process_batch(msgs)
         finally:
+            self.running = False
             log.info("processor %s stopping: %s", self.instance_id, self.stats)
             self.consumer.close()
             self.accounts.stop()
             self.fetcher.close()
+            if self.metrics_server is not None:
+                self.metrics_server.close()
 
     def _init_producer(self) -> Producer:
         txn_id = f"{self.settings.topic_prefix}.processor.{self.instance_id}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -118,7 +119,11 @@ def main(argv: list[str] | None = None) -> None:
         # With standalone_mode off, click returns ctx.exit()'s code instead of exiting.
         code = cli.main(args=argv, standalone_mode=False)
     except LedgerError as e:
-        click.echo(f"error: {e}", err=True)
+        # One line for people and scripts; the rest (a log tail, say) only when asked.
+        first, _, rest = str(e).partition("\n")
+        click.echo(f"error: {first}", err=True)
+        if rest and logging.getLogger().isEnabledFor(logging.INFO):
+            click.echo(rest, err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -1,0 +1,373 @@
+"""Apache Kafka for the dev stack: jar fetch with Maven, KRaft format, broker processes."""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+
+# Re-exported by confluent_kafka.admin at run time, though not declared for type checkers.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+
+from ledger import devstack_proc as proc
+from ledger.errors import InfrastructureError
+
+KAFKA_VERSION = "4.1.1"
+POM = Path(__file__).resolve().parent.parent / "docker" / "kafka" / "pom.xml"
+MAIN_CLASS = "kafka.Kafka"
+READY_TIMEOUT_S = 60.0
+FETCH_TIMEOUT_S = 900.0
+CONTROLLER_OFFSET = 10_000  # controller port = broker port + 10000
+SASL_OFFSET = 4  # SASL listener of node n: base_port + 4 + (n - 1), 9096 for the default
+ADMIN_USER = "admin"
+HEAP = {1: "512m", 3: "384m"}
+JVM_OPTS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true")
+
+LOG4J2 = """\
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.filePattern = {log}.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.cleaner.name = kafka.log.LogCleaner
+logger.cleaner.level = WARN
+"""
+
+# The storage tool's own logging goes to its captured output, not to the broker's log.
+TOOLS_LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = %p %m%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = out
+"""
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Shape of one local cluster: n combined broker+controller nodes on loopback."""
+
+    brokers: int
+    base_port: int
+    auth: bool = False
+
+    @property
+    def node_ids(self) -> list[int]:
+        return list(range(1, self.brokers + 1))
+
+    def port(self, node_id: int) -> int:
+        return self.base_port + node_id - 1
+
+    def controller_port(self, node_id: int) -> int:
+        return self.port(node_id) + CONTROLLER_OFFSET
+
+    def sasl_port(self, node_id: int) -> int:
+        return self.base_port + SASL_OFFSET + node_id - 1
+
+    def node_ports(self, node_id: int) -> list[int]:
+        ports = [self.port(node_id), self.controller_port(node_id)]
+        return [*ports, self.sasl_port(node_id)] if self.auth else ports
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.port(n)}" for n in self.node_ids)
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.sasl_port(n)}" for n in self.node_ids)
+
+
+def cluster_dir(home: Path, brokers: int) -> Path:
+    return home / f"kafka-{brokers}broker"
+
+
+def node_dir(home: Path, brokers: int, node_id: int) -> Path:
+    return cluster_dir(home, brokers) / f"node-{node_id}"
+
+
+def pid_file(home: Path, brokers: int, node_id: int) -> Path:
+    return node_dir(home, brokers, node_id) / "kafka.pid"
+
+
+def markers(home: Path, brokers: int, node_id: int) -> list[str]:
+    """What a live broker's command line must hold: the main class and its own config."""
+    return [MAIN_CLASS, str(node_dir(home, brokers, node_id) / "server.properties")]
+
+
+def live_broker(home: Path, brokers: int, node_id: int) -> int | None:
+    return proc.live_pid(pid_file(home, brokers, node_id), markers(home, brokers, node_id))
+
+
+def default_jars_dir(home: Path) -> Path:
+    return home / f"kafka-{KAFKA_VERSION}" / "lib"
+
+
+# --- jars -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # Two `dev up` at once (a test session and a shell) must not fetch into the same dir.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_jars(jars_dir: Path) -> bool:
+    """Fetch the broker jars into jars_dir once; True if a fetch happened."""
+    if any(jars_dir.glob("kafka_2.13-*.jar")):
+        return False
+    mvn = _require_tool("mvn", "Maven (mvn)", "maven")
+    if not POM.is_file():
+        raise InfrastructureError(f"the jar-fetch pom is missing: {POM}")
+    with _locked(jars_dir.parent / ".fetch.lock"):
+        if any(jars_dir.glob("kafka_2.13-*.jar")):
+            return False
+        _fetch(mvn, jars_dir)
+    return True
+
+
+def _fetch(mvn: str, jars_dir: Path) -> None:
+    work = jars_dir.parent
+    shutil.copyfile(POM, work / "pom.xml")
+    staging = Path(tempfile.mkdtemp(prefix="lib.", dir=work))
+    argv = [mvn, "-q", "-B", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InfrastructureError(f"fetching Kafka jars timed out: {' '.join(argv)}") from e
+    if done.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+        shutil.rmtree(staging, ignore_errors=True)
+        last = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
+        raise InfrastructureError(f"fetching Kafka jars failed: {' '.join(argv)}\n{last}")
+    shutil.rmtree(jars_dir, ignore_errors=True)
+    staging.rename(jars_dir)  # atomic: a half-fetched lib/ is never seen as complete
+
+
+def _require_tool(name: str, what: str, package: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise InfrastructureError(
+            f"{what} not found: install it with `apt-get install -y {package}`")
+    return found
+
+
+# --- configuration and format ------------------------------------------------------------------
+
+
+def server_properties(spec: ClusterSpec, node_id: int, data_dir: Path) -> str:
+    voters = ",".join(f"{n}@127.0.0.1:{spec.controller_port(n)}" for n in spec.node_ids)
+    rf, isr = (3, 2) if spec.brokers >= 3 else (1, 1)
+    listeners = [f"PLAINTEXT://127.0.0.1:{spec.port(node_id)}",
+                 f"CONTROLLER://127.0.0.1:{spec.controller_port(node_id)}"]
+    advertised = [f"PLAINTEXT://127.0.0.1:{spec.port(node_id)}"]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+    if spec.auth:
+        listeners.append(f"SASL://127.0.0.1:{spec.sasl_port(node_id)}")
+        advertised.append(f"SASL://127.0.0.1:{spec.sasl_port(node_id)}")
+        protocols.append("SASL:SASL_PLAINTEXT")
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters,
+        "listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised),
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": ",".join(protocols),
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "auto.create.topics.enable": "false",
+        "default.replication.factor": str(rf),
+        "min.insync.replicas": str(isr),
+        "offsets.topic.replication.factor": str(rf),
+        "transaction.state.log.replication.factor": str(rf),
+        "transaction.state.log.min.isr": str(isr),
+        "share.coordinator.state.topic.replication.factor": str(rf),
+        "share.coordinator.state.topic.min.isr": str(isr),
+        "group.initial.rebalance.delay.ms": "0",
+    }
+    if spec.auth:
+        props["sasl.enabled.mechanisms"] = "SCRAM-SHA-256"
+        props["listener.name.sasl.scram-sha-256.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        )
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def new_cluster_id() -> str:
+    """A Kafka Uuid (url-safe base64 of 16 random bytes), as `StorageTool random-uuid` makes."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):  # Kafka rejects ids that look like a CLI flag
+            return cid
+
+
+def cluster_id(home: Path, brokers: int) -> str:
+    """The cluster's id, made once and kept in cluster.json so every node shares it."""
+    meta = cluster_dir(home, brokers) / "cluster.json"
+    if meta.is_file():
+        return str(json.loads(meta.read_text())["cluster_id"])
+    cid = new_cluster_id()
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"cluster_id": cid, "brokers": brokers}) + "\n")
+    return cid
+
+
+def write_node_config(home: Path, spec: ClusterSpec, node_id: int) -> Path:
+    nd = node_dir(home, spec.brokers, node_id)
+    nd.mkdir(parents=True, exist_ok=True)
+    (nd / "log4j2.properties").write_text(LOG4J2.format(log=nd / "server.log"))
+    (nd / "tools-log4j2.properties").write_text(TOOLS_LOG4J2)
+    props = nd / "server.properties"
+    props.write_text(server_properties(spec, node_id, nd / "data"))
+    return props
+
+
+def _java(jars_dir: Path, log_config: Path, heap: str | None = None) -> list[str]:
+    java = _require_tool("java", "Java", "openjdk-17-jre-headless")
+    heap_opts = [f"-Xmx{heap}", *JVM_OPTS] if heap else []
+    return [java, *heap_opts, "-cp", str(jars_dir / "*"),
+            f"-Dlog4j2.configurationFile={log_config}"]
+
+
+def format_nodes(home: Path, spec: ClusterSpec, jars_dir: Path) -> None:
+    """Format the KRaft storage of every node not yet formatted (in parallel: JVM starts)."""
+    cid = cluster_id(home, spec.brokers)
+    running: list[tuple[int, subprocess.Popen[str]]] = []
+    for n in spec.node_ids:
+        nd = node_dir(home, spec.brokers, n)
+        if (nd / "data" / "meta.properties").is_file():
+            continue
+        argv = [*_java(jars_dir, nd / "tools-log4j2.properties"), "kafka.tools.StorageTool",
+                "format", "-t", cid, "-c", str(nd / "server.properties"), "--ignore-formatted"]
+        running.append((n, subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, text=True)))
+    for n, p in running:
+        try:
+            out, _ = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired as e:
+            p.kill()
+            raise InfrastructureError(f"KRaft format of node {n} hung for 120 s") from e
+        if p.returncode != 0:
+            raise InfrastructureError(f"KRaft format of node {n} failed:\n{out[-2000:]}")
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def start_node(home: Path, spec: ClusterSpec, node_id: int, jars_dir: Path) -> int:
+    """Start one broker as a detached process; return its pid."""
+    nd = node_dir(home, spec.brokers, node_id)
+    heap = HEAP.get(spec.brokers, "384m")
+    argv = [*_java(jars_dir, nd / "log4j2.properties", heap), MAIN_CLASS,
+            str(nd / "server.properties")]
+    return proc.spawn(argv, nd / "console.log", pid_file(home, spec.brokers, node_id), nd).pid
+
+
+def _answers(port: int, node_id: int) -> bool:
+    """The broker on port serves metadata that lists itself (registered and unfenced)."""
+    if not proc.port_open(port):
+        return False
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0,
+                         "socket.timeout.ms": 2000})
+    try:
+        md = admin.list_topics(timeout=2)
+    except KafkaException:  # while it boots: just not ready yet
+        return False
+    return node_id in md.brokers
+
+
+def wait_ready(home: Path, spec: ClusterSpec, node_ids: Sequence[int]) -> None:
+    """Block until every node answers, or raise naming its log's last lines."""
+    for n in node_ids:
+        _wait_node(home, spec, n)
+
+
+def _wait_node(home: Path, spec: ClusterSpec, n: int) -> None:
+    nd = node_dir(home, spec.brokers, n)
+
+    def failure(reason: str) -> InfrastructureError:
+        log = nd / "server.log"
+        return InfrastructureError(
+            f"Kafka node {n} on 127.0.0.1:{spec.port(n)} did not come up ({reason}); "
+            f"log {log}:\n{proc.tail(log)}\n--- {nd / 'console.log'}:\n"
+            f"{proc.tail(nd / 'console.log', 5)}")
+
+    proc.wait_until(lambda: _answers(spec.port(n), n),
+                    lambda: live_broker(home, spec.brokers, n) is not None,
+                    READY_TIMEOUT_S, failure)
+
+
+# --- SASL/SCRAM ------------------------------------------------------------------------------
+
+
+def auth_config_path(home: Path, brokers: int) -> Path:
+    return cluster_dir(home, brokers) / "client-sasl.properties"
+
+
+def ensure_scram_admin(home: Path, spec: ClusterSpec) -> Path:
+    """Upsert the SCRAM admin user and write a --kafka-config file for clients (mode 600)."""
+    path = auth_config_path(home, spec.brokers)
+    password = _read_password(path) or secrets.token_urlsafe(18)
+    cred = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192)
+    admin = AdminClient({"bootstrap.servers": spec.bootstrap, "log_level": 0})
+    upsert = UserScramCredentialUpsertion(ADMIN_USER, cred, password.encode())
+    try:
+        for fut in admin.alter_user_scram_credentials([upsert]).values():
+            fut.result(timeout=30)
+    except KafkaException as e:
+        raise InfrastructureError(f"creating SCRAM user {ADMIN_USER} on {spec.bootstrap} "
+                                  f"failed: {e}") from e
+    text = ("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+            f"sasl.username={ADMIN_USER}\nsasl.password={password}\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def _read_password(path: Path) -> str | None:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    found = [ln.split("=", 1)[1] for ln in lines if ln.startswith("sasl.password=")]
+    return found[0] if found else None

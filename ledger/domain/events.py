@@ -1,0 +1,120 @@
+"""Events: facts the ledger recorded, named in the past tense.
+
+Journal entries are the source of truth for balances. Their constructors do
+not validate (the decoder must be able to load a bad record so that verify
+can report it); `decide` only ever builds valid ones.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from ledger.domain.accounts import AccountType, Posting
+from ledger.domain.commands import Actor
+
+# Fixed forever: changing it would change every event id derived from it.
+# (= uuid5(NAMESPACE_URL, "urn:points-ledger:events"))
+LEDGER_NAMESPACE = uuid.UUID("51b4be2e-3c01-5efd-a99a-3a4172c4e9a0")
+
+
+def entry_event_id(command_id: str, n: int = 0) -> str:
+    """Deterministic id of a command's n-th journal entry: a retry reproduces it."""
+    return str(uuid.uuid5(LEDGER_NAMESPACE, f"{command_id}/{n}"))
+
+
+class EntryKind(StrEnum):
+    GRANTED = "GRANTED"
+    EARNED = "EARNED"
+    SPENT = "SPENT"
+    JOINED = "JOINED"
+    REVERSED = "REVERSED"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JournalEntry:
+    """A balanced set of postings. Build a concrete subclass; `kind` is fixed by it."""
+
+    kind: ClassVar[EntryKind]
+
+    event_id: str
+    command_id: str
+    postings: tuple[Posting, ...]
+    occurred_at_ms: int
+    actor: Actor
+    reason: str
+    reverses_event_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # The base has no kind; constructing it would write an untyped entry.
+        if type(self) is JournalEntry:
+            raise TypeError("construct a JournalEntry subclass, e.g. via journal_entry()")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointsGranted(JournalEntry):
+    kind: ClassVar[EntryKind] = EntryKind.GRANTED
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointsEarned(JournalEntry):
+    kind: ClassVar[EntryKind] = EntryKind.EARNED
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointsSpent(JournalEntry):
+    kind: ClassVar[EntryKind] = EntryKind.SPENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoomJoined(JournalEntry):
+    kind: ClassVar[EntryKind] = EntryKind.JOINED
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryReversed(JournalEntry):
+    kind: ClassVar[EntryKind] = EntryKind.REVERSED
+
+
+ENTRY_CLASSES: dict[EntryKind, type[JournalEntry]] = {
+    cls.kind: cls for cls in (PointsGranted, PointsEarned, PointsSpent, RoomJoined, EntryReversed)
+}
+
+
+def journal_entry(kind: EntryKind | str, **fields: Any) -> JournalEntry:
+    """Build the subclass for `kind` (an EntryKind or its string value); for decoders."""
+    return ENTRY_CLASSES[EntryKind(kind)](**fields)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountOpened:
+    account: str
+    account_type: AccountType
+    floor: int
+    opened_at_ms: int
+    command_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreditApplied:
+    """Internal: the credited account's owner applied a routed credit (not a journal entry)."""
+
+    account: str
+    amount: int
+    event_id: str
+    command_id: str
+
+
+Event = AccountOpened | JournalEntry | CreditApplied
+
+
+def fold_balances(entries: Iterable[JournalEntry]) -> dict[str, int]:
+    """Balance of every account touched: the sum of its postings."""
+    balances: dict[str, int] = {}
+    for entry in entries:
+        for posting in entry.postings:
+            balances[posting.account] = balances.get(posting.account, 0) + posting.amount
+    return balances

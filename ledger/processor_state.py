@@ -61,7 +61,10 @@ class Overlay:
         return part.balances.get(account) if part else None
 
     def known(self, account: str) -> bool:
-        return account in self.opened or self.accounts.known(account)
+        # Accounts this instance owns are known at once; others once the table has them.
+        if account in self.opened or self.accounts.known(account):
+            return True
+        return any(account in part.balances for part in self.committed.values())
 
     def outcome(self, command_id: str) -> Outcome | None:
         found = self.outcomes.get(command_id)

@@ -96,17 +96,16 @@ def cli(
 
 
 def _register() -> None:
+    from cli.commands_demo import demo
     from cli.commands_journal import tail
     from cli.commands_topics import topics
     from cli.commands_write import register as register_write
+    from cli.dev import dev
 
     cli.add_command(topics)
     cli.add_command(tail)
+    cli.add_command(demo)
     register_write(cli)
-    try:
-        from cli.dev import dev
-    except ImportError:  # pragma: no cover - the dev stack module is optional at import time
-        return
     cli.add_command(dev)
 
 

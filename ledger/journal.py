@@ -73,9 +73,22 @@ def _decode(
     return JournalRecord(partition, offset, key_text, ts, entry)
 
 
+def find_events(
+    settings: Settings, event_ids: set[str], codec: Codec | None = None
+) -> dict[str, JournalRecord]:
+    """Committed journal records of the given event ids, in one scan."""
+    found: dict[str, JournalRecord] = {}
+    for record in read_journal(settings, codec or Codec()):
+        if record.entry is not None and record.entry.event_id in event_ids:
+            found[record.entry.event_id] = record
+            if len(found) == len(event_ids):
+                break
+    return found
+
+
 def find_event(settings: Settings, event_id: str, codec: Codec | None = None) -> JournalRecord:
     """The committed journal record of an event id (a scan; reversals are rare)."""
-    for record in read_journal(settings, codec or Codec()):
-        if record.entry is not None and record.entry.event_id == event_id:
-            return record
-    raise RejectedError(f"no event {event_id} in {settings.topic('events')}")
+    found = find_events(settings, {event_id}, codec)
+    if event_id not in found:
+        raise RejectedError(f"no event {event_id} in {settings.topic('events')}")
+    return found[event_id]

@@ -1,0 +1,173 @@
+"""The study-room app, played end to end against the ledger (`ledger demo`).
+
+Users sign up (with a welcome grant) and rooms are created; verified study
+sessions earn points; users join rooms paying fees, and some joins are refused
+for lack of points; rooms spend what they collected; a few sessions are
+revoked, which reverses their earn events.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from ledger.client import LedgerClient
+from ledger.domain import Actor, Command, Earn, Join, OpenAccount, Reverse, Spend
+from ledger.journal import find_events
+from ledger.records import Outcome, ReverseRef
+from ledger.settings import Settings
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    users: int = 300
+    rooms: int = 30
+    sessions: int = 6000
+    joins: int = 3000
+    room_spends: int = 600
+    reversals: int = 20
+    seed: int = 42
+
+
+@dataclass
+class DemoResult:
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, Counter[str]]:
+        """Per command kind: accepted and each rejection reason."""
+        out: dict[str, Counter[str]] = {}
+        for cid, outcome in self.outcomes.items():
+            status = "accepted" if outcome.accepted else f"rejected:{outcome.reason}"
+            out.setdefault(self.kinds[cid], Counter())[status] += 1
+        return out
+
+
+class StudyRoomApp:
+    def __init__(
+        self, settings: Settings, size: DemoSize, client: LedgerClient, progress: Progress
+    ) -> None:
+        self.settings, self.size, self.client, self.progress = settings, size, client, progress
+        self.rng = random.Random(size.seed)
+        self.result = DemoResult()
+        self.run_id = f"demo{int(time.time())}"
+        self._refs: dict[str, ReverseRef] = {}
+
+    def play(self) -> DemoResult:
+        started = time.monotonic()
+        self._phase("sign-ups and rooms", self._signups())
+        self._phase("study, joins and room spending", self._activity())
+        self._phase("revoked sessions (reversals)", self._reversals())
+        self.result.seconds = time.monotonic() - started
+        return self.result
+
+    def _cid(self, kind: str, n: int) -> str:
+        return f"{self.run_id}-{kind}-{n}"
+
+    def _signups(self) -> list[Command]:
+        users = [
+            OpenAccount(
+                command_id=self._cid("signup", i),
+                actor=Actor.SYSTEM,
+                reason="signed up: welcome bonus",
+                account=f"user:u{i}",
+                grant=50,
+            )
+            for i in range(self.size.users)
+        ]
+        rooms = [
+            OpenAccount(
+                command_id=self._cid("room", i),
+                actor=Actor.USER,
+                reason="study room created",
+                account=f"room:r{i}",
+            )
+            for i in range(self.size.rooms)
+        ]
+        return [*users, *rooms]
+
+    def _activity(self) -> list[Command]:
+        s, rng = self.size, self.rng
+        cmds: list[Command] = []
+        for i in range(s.sessions):
+            cmds.append(
+                Earn(
+                    command_id=self._cid("study", i),
+                    actor=Actor.SYSTEM,
+                    reason="study session verified",
+                    account=self._user(),
+                    amount=rng.randint(5, 30),
+                )
+            )
+        for i in range(s.joins):
+            cmds.append(
+                Join(
+                    command_id=self._cid("join", i),
+                    actor=Actor.USER,
+                    reason="joined study room",
+                    user=self._user(),
+                    room=self._room(),
+                    fee=rng.choice((20, 40, 80, 150)),
+                )
+            )
+        for i in range(s.room_spends):
+            cmds.append(
+                Spend(
+                    command_id=self._cid("roomspend", i),
+                    actor=Actor.ADMIN,
+                    reason="room bought study material",
+                    account=self._room(),
+                    amount=rng.randint(10, 120),
+                )
+            )
+        rng.shuffle(cmds)
+        return cmds
+
+    def _reversals(self) -> list[Command]:
+        earned = [
+            cid
+            for cid, kind in self.result.kinds.items()
+            if kind == "Earn" and self.result.outcomes[cid].accepted
+        ]
+        chosen = self.rng.sample(earned, min(self.size.reversals, len(earned)))
+        event_ids = {self.result.outcomes[cid].event_ids[0] for cid in chosen}
+        records = find_events(self.settings, event_ids)
+        cmds: list[Command] = []
+        for n, (event_id, record) in enumerate(sorted(records.items())):
+            assert record.entry is not None
+            cmd = Reverse(
+                command_id=self._cid("revoke", n),
+                actor=Actor.ADMIN,
+                reason="study session verification revoked",
+                event_id=event_id,
+                original=record.entry.postings,
+            )
+            self._refs[cmd.command_id] = record.ref
+            cmds.append(cmd)
+        return cmds
+
+    def _user(self) -> str:
+        return f"user:u{self.rng.randrange(self.size.users)}"
+
+    def _room(self) -> str:
+        return f"room:r{self.rng.randrange(self.size.rooms)}"
+
+    def _phase(self, name: str, cmds: list[Command]) -> None:
+        futures: list[tuple[Command, Future[Outcome]]] = []
+        for cmd in cmds:
+            fut = self.client.submit(cmd, self._refs.get(cmd.command_id), wait=True)
+            assert fut is not None
+            futures.append((cmd, fut))
+            self.result.kinds[cmd.command_id] = type(cmd).__name__
+        self.client.flush(60)
+        for done, (cmd, fut) in enumerate(futures, 1):
+            self.result.outcomes[cmd.command_id] = self.client.result(cmd.command_id, fut, 120)
+            if done % 500 == 0 or done == len(futures):
+                self.progress(name, done, len(futures))

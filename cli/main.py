@@ -127,6 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.exceptions.UsageError as e:
+        # One line, like every other expected failure; the help is one flag away.
+        message = " ".join(e.format_message().split())
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"error: {message}{hint}", err=True)
+        sys.exit(e.exit_code)
     except click.exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -7,7 +7,21 @@ from typing import Any, TypeVar
 
 import click
 
+from ledger.domain import MAX_COMMAND_ID_CHARS, MAX_REASON_CHARS
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _bounded_text(limit: int, what: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A callback refusing text the processor would refuse, before anything is sent."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            raise click.BadParameter(f"{what} of {len(value)} characters is longer than {limit}")
+        return value
+
+    return check
+
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object per line instead of text."
@@ -16,6 +30,7 @@ command_id_option = click.option(
     "--command-id",
     default=None,
     help="Idempotency key of the command (a UUID is generated if absent).",
+    callback=_bounded_text(MAX_COMMAND_ID_CHARS, "command id"),
 )
 wait_option = click.option(
     "--wait/--no-wait",
@@ -30,7 +45,11 @@ timeout_option = click.option(
     help="Seconds to wait for the outcome with --wait.",
 )
 reason_option = click.option(
-    "--reason", default="", help="Why the points change (kept in the journal and audit log)."
+    "--reason",
+    default="",
+    help=f"Why the points change (kept in the journal and audit log; {MAX_REASON_CHARS} "
+    "characters at most).",
+    callback=_bounded_text(MAX_REASON_CHARS, "reason"),
 )
 actor_option = click.option(
     "--actor",

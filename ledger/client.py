@@ -16,8 +16,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from ledger.codec import Codec
-from ledger.domain import Command
-from ledger.errors import InfrastructureError, WaitTimeoutError
+from ledger.domain import Command, envelope_problem
+from ledger.errors import InfrastructureError, UsageError, WaitTimeoutError
 from ledger.kafka import make_consumer, make_producer, topic_partitions, unreachable
 from ledger.records import Outcome, ReverseRef, command_to_record
 from ledger.settings import Settings
@@ -44,6 +44,9 @@ class LedgerClient:
         self, command: Command, ref: ReverseRef | None = None, wait: bool = False
     ) -> Future[Outcome] | None:
         """Send a command; with wait=True, a future of its outcome."""
+        problem = envelope_problem(command.command_id, command.reason)
+        if problem is not None:  # the processor would refuse it: say so before sending
+            raise UsageError(problem)
         future = self._watch().expect(command.command_id) if wait else None
         record = command_to_record(command, int(time.time() * 1000), ref)
         value = self.codec.encode("command", record)
@@ -92,6 +95,10 @@ class LedgerClient:
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain
             except KafkaException as e:
+                if e.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise UsageError(
+                        f"command of {len(value)} bytes is larger than Kafka's message limit"
+                    ) from e
                 raise unreachable(self.settings, e) from e
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:

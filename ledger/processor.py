@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from ledger.codec import Codec
 from ledger.domain import (
@@ -28,9 +28,10 @@ from ledger.domain import (
     Rejected,
     RejectReason,
     decide,
+    envelope_problem,
     payload_fingerprint,
 )
-from ledger.errors import CodecError, InfrastructureError
+from ledger.errors import CodecError, InfrastructureError, MalformedRecordError
 from ledger.kafka import make_consumer, make_producer, partition_for, topic_partitions
 from ledger.processor_io import JournalFetcher, dead_letter
 from ledger.processor_state import AccountsTable, Overlay, PartitionState, restore_partition
@@ -41,6 +42,7 @@ from ledger.records import (
     command_to_record,
     entry_to_record,
     opened_to_record,
+    record_problem,
     reverse_command,
     snapshot_to_record,
 )
@@ -48,6 +50,18 @@ from ledger.settings import Settings
 from ledger.topics import guard_topics
 
 log = logging.getLogger("ledger.processor")
+
+# Kafka errors raised while producing for one record that retrying cannot cure: the record is
+# a poison pill (dead-lettered), not a reason to abort and retry the batch forever.
+_RECORD_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._INVALID_ARG})
+
+
+class _Poisoned(Exception):
+    """Handling one record failed in a way a retry would repeat."""
+
+    def __init__(self, position: tuple[int, int], error: Exception) -> None:
+        super().__init__(str(error))
+        self.position, self.error = position, error
 
 
 @dataclass
@@ -89,6 +103,9 @@ class CommandProcessor:
         self.producer: Producer | None = None
         self.fetcher = JournalFetcher(settings, codec)
         self._snapshots: dict[str, tuple[Any, str | None]] = {}
+        # Records whose handling failed for good, by (partition, offset): dead-lettered when
+        # the aborted batch is consumed again.
+        self._poisoned: dict[tuple[int, int], Exception] = {}
         self.running = False
         self.metrics_server: Any = None
 
@@ -188,7 +205,7 @@ class CommandProcessor:
                 partition, offset = _position(msg)
                 firsts.setdefault(partition, offset)
                 offsets[partition] = offset + 1
-                self._handle(msg)
+                self._handle_guarded(msg)
             self._flush_snapshots()
             self.producer.send_offsets_to_transaction(
                 [TopicPartition(self.topic["commands"], p, o) for p, o in offsets.items()],
@@ -199,6 +216,18 @@ class CommandProcessor:
         except KafkaException as e:
             self._recover(e, firsts)
             return
+        except _Poisoned as p:
+            self._poisoned[p.position] = p.error
+            log.error(
+                "record %s[%d]@%d cannot be processed (%s: %s); "
+                "retrying the batch without it and dead-lettering it",
+                self.topic["commands"],
+                *p.position,
+                type(p.error).__name__,
+                str(p.error)[:300],
+            )
+            self._abort_and_rewind(firsts)
+            return
         self.overlay.merge()
         self.stats.batches += 1
         self.stats.last_batch_ms = (time.monotonic() - started) * 1000
@@ -207,12 +236,19 @@ class CommandProcessor:
         """Abort, forget the batch, rewind to its first offsets; fatal errors end the run."""
         assert self.producer is not None and self.consumer is not None
         err = e.args[0]
+        if err.fatal():
+            self.overlay.reset()
+            self._snapshots.clear()
+            raise InfrastructureError(f"processor fenced or failed fatally: {err.str()}") from e
+        log.warning("transaction failed (%s); aborting and retrying the batch", err.str())
+        self._abort_and_rewind(firsts)
+
+    def _abort_and_rewind(self, firsts: dict[int, int]) -> None:
+        """Abort the open transaction, forget the batch, rewind to its first offsets."""
+        assert self.producer is not None and self.consumer is not None
         self.overlay.reset()
         self._snapshots.clear()
         self.stats.aborts += 1
-        if err.fatal():
-            raise InfrastructureError(f"processor fenced or failed fatally: {err.str()}") from e
-        log.warning("transaction failed (%s); aborting and retrying the batch", err.str())
         try:
             self.producer.abort_transaction(30)
         except KafkaException as abort_error:
@@ -221,26 +257,56 @@ class CommandProcessor:
             if partition in self.committed:
                 self.consumer.seek(TopicPartition(self.topic["commands"], partition, offset))
 
+    def _handle_guarded(self, msg: Message) -> None:
+        """Handle one record; a failure that would recur on retry poisons only that record."""
+        position = _position(msg)
+        poison = self._poisoned.pop(position, None)
+        if poison is not None:
+            self.stats.commands += 1
+            self._dead_letter(msg, poison)
+            return
+        try:
+            self._handle(msg)
+        except BufferError:
+            raise  # the local queue is full: transient, never the record's fault
+        except KafkaException as e:
+            if e.args[0].code() not in _RECORD_ERRORS:
+                raise  # the broker or the transaction: abort and retry the batch
+            raise _Poisoned(position, e) from e
+        except Exception as e:  # input nobody foresaw must stop one record, not the service
+            raise _Poisoned(position, e) from e
+
     def _handle(self, msg: Message) -> None:
         self.stats.commands += 1
         self.overlay.bind(_position(msg)[0])
         try:
-            wire = command_from_record(self.codec.decode_as("command", msg.value()))
+            rec = self.codec.decode_as("command", msg.value())
+            problem = record_problem(rec)
+            if problem is not None:  # no usable id to answer by
+                raise MalformedRecordError(problem)
+            wire = command_from_record(rec)
         except CodecError as e:
             self._dead_letter(msg, e)
             return
         key = (msg.key() or b"").decode("utf-8", "replace")
         if key != wire.key or partition_for(msg.key() or b"", self.partitions) != msg.partition():
+            # Refusals (not decisions) are not remembered: the id stays free for a proper send.
             self._reply_rejected(
                 wire,
                 payload="",
                 reason=RejectReason.MISROUTED,
-                detail=f"record key {key!r} does not route {wire.key}",
+                detail=f"record key {_shorten(key)} on partition {msg.partition()} "
+                f"does not route {wire.key}",
+                store=False,
             )
+            return
+        problem = envelope_problem(wire.record["command_id"], wire.record["reason"])
+        if problem is not None:
+            self._reply_rejected(wire, "", RejectReason.INVALID_COMMAND, problem, store=False)
             return
         command = wire.command or self._build_reverse(wire)
         if isinstance(command, Rejected):
-            self._reply_rejected(wire, "", command.reason, command.detail)
+            self._reply_rejected(wire, "", command.reason, command.detail, store=False)
             return
         self._decide(wire, command)
 
@@ -342,6 +408,11 @@ class CommandProcessor:
         ref = wire.ref
         if ref is None:
             return Rejected(RejectReason.NOT_REVERSIBLE, "reverse needs the event's position")
+        if not (0 <= ref.partition < self.partitions and ref.offset >= 0):
+            return Rejected(
+                RejectReason.NOT_REVERSIBLE,
+                f"no position {ref.partition}@{ref.offset} in {self.topic['events']}",
+            )
         found = self.fetcher.fetch(ref)
         if isinstance(found, str):
             return Rejected(RejectReason.NOT_REVERSIBLE, found)
@@ -354,6 +425,11 @@ class CommandProcessor:
             "dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error
         )
         dead_letter(self.producer, self.topic["deadletter"], msg, error)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(text)} characters)"
 
 
 def _position(msg: Message) -> tuple[int, int]:

@@ -164,6 +164,8 @@ def restore_partition(settings: Settings, codec: Codec, partition: int) -> Parti
     for rec in _read_partition(settings, codec, "results", "result", partition):
         if not rec or rec["command_id"] in state.outcomes:
             continue  # a retry's echo: the first outcome stands
+        if rec["status"] == "REJECTED" and not rec["payload_fingerprint"]:
+            continue  # a refusal (misrouted, unreadable), not a decision: the id stays free
         outcome = Outcome.from_record(rec)
         state.outcomes[outcome.command_id] = outcome
         if outcome.accepted and outcome.reverses_event_id:

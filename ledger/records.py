@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.domain import (
+    MAX_COMMAND_ID_CHARS,
     AccountOpened,
     AccountState,
     Actor,
@@ -81,6 +82,26 @@ class WireCommand:
         if r["ref_event_id"] is None or r["ref_partition"] is None or r["ref_offset"] is None:
             return None
         return ReverseRef(r["ref_event_id"], r["ref_partition"], r["ref_offset"])
+
+
+def record_problem(rec: Record) -> str | None:
+    """Why a decoded command record has no usable identity, or None.
+
+    Such a record cannot be answered (no id to answer by, or ids so long that the answer
+    would echo them): the processor dead-letters it. The bound on ids also bounds every
+    record derived from a command.
+    """
+    command_id = rec["command_id"]
+    if not 0 < len(command_id) <= MAX_COMMAND_ID_CHARS:
+        return (
+            f"command_id of {len(command_id)} characters: it must have 1 to "
+            f"{MAX_COMMAND_ID_CHARS}"
+        )
+    for name in ("account", "counterparty", "ref_event_id"):
+        value = rec[name]
+        if value is not None and len(value) > MAX_COMMAND_ID_CHARS:
+            return f"{name} of {len(value)} characters is longer than {MAX_COMMAND_ID_CHARS}"
+    return None
 
 
 def command_from_record(rec: Record) -> WireCommand:

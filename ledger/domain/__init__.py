@@ -19,6 +19,8 @@ from ledger.domain.accounts import (
     parse_account,
 )
 from ledger.domain.commands import (
+    MAX_COMMAND_ID_CHARS,
+    MAX_REASON_CHARS,
     Actor,
     ApplyCredit,
     Command,
@@ -28,6 +30,7 @@ from ledger.domain.commands import (
     Reverse,
     Spend,
     credit_command_id,
+    envelope_problem,
     payload_fingerprint,
 )
 from ledger.domain.decide import Accepted, Decision, Rejected, RejectReason, decide
@@ -53,6 +56,8 @@ from ledger.domain.view import InMemoryView, LedgerView
 __all__ = [
     "ENTRY_CLASSES",
     "LEDGER_NAMESPACE",
+    "MAX_COMMAND_ID_CHARS",
+    "MAX_REASON_CHARS",
     "SYSTEM_REWARDS",
     "SYSTEM_SPENT",
     "Accepted",
@@ -87,6 +92,7 @@ __all__ = [
     "credit_command_id",
     "decide",
     "entry_event_id",
+    "envelope_problem",
     "fold_balances",
     "is_balanced",
     "is_system",

@@ -127,6 +127,24 @@ def credit_command_id(event_id: str, account: str) -> str:
     return f"credit:{event_id}:{account}"
 
 
+# Bounds on the free-text parts of a command, so that no record derived from it (journal
+# event, result, routed credit) can outgrow Kafka's message size limit (about 1 MB).
+MAX_COMMAND_ID_CHARS = 256
+MAX_REASON_CHARS = 4096
+
+
+def envelope_problem(command_id: str, reason: str) -> str | None:
+    """Why a command's id or reason cannot be accepted, or None."""
+    if not 0 < len(command_id) <= MAX_COMMAND_ID_CHARS:
+        return (
+            f"command id of {len(command_id)} characters: it must have 1 to "
+            f"{MAX_COMMAND_ID_CHARS}"
+        )
+    if len(reason) > MAX_REASON_CHARS:
+        return f"reason of {len(reason)} characters is longer than {MAX_REASON_CHARS}"
+    return None
+
+
 def payload_fingerprint(command: Command) -> str:
     """sha256 over every field but command_id: same id + other payload = conflict."""
     payload: dict[str, object] = {"type": type(command).__name__}

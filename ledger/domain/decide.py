@@ -63,6 +63,7 @@ class RejectReason(StrEnum):
     ALREADY_REVERSED = "already_reversed"
     MISROUTED = "misrouted"
     NOT_REVERSIBLE = "not_reversible"
+    INVALID_COMMAND = "invalid_command"  # the record itself is unusable (e.g. reason too long)
 
 
 @dataclass(frozen=True, kw_only=True)

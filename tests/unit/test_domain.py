@@ -225,7 +225,7 @@ def test_reject_reason_values_are_machine_readable() -> None:
     assert {r.value for r in RejectReason} == {
         "insufficient_points", "unknown_account", "account_closed", "invalid_amount",
         "account_exists", "conflict", "invalid_account", "already_reversed", "misrouted",
-        "not_reversible",
+        "not_reversible", "invalid_command",
     }
 
 

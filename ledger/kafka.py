@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -66,25 +67,53 @@ def make_consumer(settings: Settings, group_id: str | None, **extra: Any) -> Con
     return Consumer(consumer_config(settings, group_id, **extra))
 
 
-def make_admin(settings: Settings) -> AdminClient:
-    return AdminClient(base_config(settings))
+def make_admin(settings: Settings, errors: list[KafkaError] | None = None) -> AdminClient:
+    """An admin client; `errors` collects what librdkafka reports (served by poll())."""
+    conf = base_config(settings)
+    if errors is not None:
+        conf["error_cb"] = errors.append
+        if not KAFKA_LOG.isEnabledFor(logging.DEBUG):
+            # poll() also serves librdkafka's log lines: one per retry while a broker refuses
+            # us. The error raised says it once; the lines are for -vv.
+            conf["log_level"] = 0
+    return AdminClient(conf)
 
 
-def unreachable(settings: Settings, e: BaseException | str) -> InfrastructureError:
+# Errors that waiting will not cure: a wrong password, a TLS setup the broker refuses.
+_DEFINITIVE = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
+
+
+def unreachable(
+    settings: Settings, e: BaseException | str, cause: KafkaError | None = None
+) -> InfrastructureError:
     detail = e.args[0] if isinstance(e, KafkaException) and e.args else e
     if isinstance(detail, KafkaError):
         detail = detail.str()
+    if cause is not None:  # the reason behind a generic failure, e.g. authentication
+        detail = cause.str()
     return InfrastructureError(f"cannot reach Kafka at {settings.bootstrap}: {detail}")
+
+
+def _metadata(settings: Settings, topic: str | None, timeout: float) -> tuple[AdminClient, Any]:
+    """Cluster metadata, or InfrastructureError naming why (fast on a refused login)."""
+    errors: list[KafkaError] = []
+    admin = make_admin(settings, errors)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return admin, admin.list_topics(topic, timeout=max(0.1, min(1.0, left)))
+        except KafkaException as e:
+            admin.poll(0)  # serves error_cb: librdkafka's reason, if it has one
+            cause = next((x for x in errors if x.code() in _DEFINITIVE), None)
+            timed_out = e.args[0].code() == KafkaError._TIMED_OUT
+            if cause is not None or not timed_out or time.monotonic() >= deadline:
+                raise unreachable(settings, e, cause) from e
 
 
 def check_reachable(settings: Settings, timeout: float = 10.0) -> AdminClient:
     """An admin client that has answered once, or InfrastructureError."""
-    admin = make_admin(settings)
-    try:
-        admin.list_topics(timeout=timeout)
-    except KafkaException as e:
-        raise unreachable(settings, e) from e
-    return admin
+    return _metadata(settings, None, timeout)[0]
 
 
 def murmur2(data: bytes) -> int:
@@ -120,11 +149,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 def topic_partitions(settings: Settings, topic: str) -> int:
     """The partition count of an existing topic (what routing must use, not a setting)."""
-    admin = make_admin(settings)
-    try:
-        meta = admin.list_topics(topic, timeout=10).topics.get(topic)
-    except KafkaException as e:
-        raise unreachable(settings, e) from e
+    meta = _metadata(settings, topic, 10.0)[1].topics.get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
         raise InfrastructureError(f"topic {topic} does not exist: run `ledger topics create`")
     return len(meta.partitions)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,15 @@ class Settings:
     def redacted_kafka_extra(self) -> dict[str, str]:
         """Extra client properties safe to print: secrets replaced."""
         return {k: ("***" if _is_secret(k) else v) for k, v in self.kafka_extra.items()}
+
+    def __repr__(self) -> str:
+        # Settings end up in logs and test reports: never with a password in them.
+        shown = (
+            f"{f.name}="
+            f"{self.redacted_kafka_extra() if f.name == 'kafka_extra' else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"Settings({', '.join(shown)})"
 
 
 def _is_secret(key: str) -> bool:

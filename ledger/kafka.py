@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from ledger.errors import InfrastructureError
@@ -153,3 +153,24 @@ def topic_partitions(settings: Settings, topic: str) -> int:
     if meta is None or meta.error is not None or not meta.partitions:
         raise InfrastructureError(f"topic {topic} does not exist: run `ledger topics create`")
     return len(meta.partitions)
+
+
+def consumer_lag(consumer: Consumer, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Records behind the end, per assigned partition (cached watermarks, no broker call).
+
+    Call it from the thread that consumes: the client serialises calls, so a call from
+    another thread waits while a consume() is in progress.
+    """
+    if not partitions:
+        return {}
+    lag = {}
+    try:
+        for tp in consumer.position([TopicPartition(topic, p) for p in partitions]):
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            # Nothing consumed yet (no position): the whole partition is still ahead.
+            start = tp.offset if tp.offset >= 0 else low
+            if start >= 0 and high >= 0:
+                lag[tp.partition] = max(0, high - start)
+    except (KafkaException, RuntimeError):
+        return {}  # partitions moving in a rebalance: measured again on the next poll
+    return lag

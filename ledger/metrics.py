@@ -8,28 +8,11 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 Health = Callable[[], tuple[bool, dict[str, Any]]]
-
-
-def consumer_lag(consumer: Consumer | None, topic: str, partitions: list[int]) -> dict[int, int]:
-    """Records behind the end, per assigned partition (cached watermarks, no broker call)."""
-    if consumer is None or not partitions:
-        return {}
-    lag = {}
-    try:
-        positions = consumer.position([TopicPartition(topic, p) for p in partitions])
-        for tp in positions:
-            _low, high = consumer.get_watermark_offsets(tp, cached=True)
-            if tp.offset >= 0 and high >= 0:
-                lag[tp.partition] = max(0, high - tp.offset)
-    except (KafkaException, RuntimeError):
-        return {}  # the consumer is closing; a scrape must never fail the service
-    return lag
 
 
 class ProcessorCollector(Collector):
@@ -62,9 +45,8 @@ class ProcessorCollector(Collector):
             "Duration of the last batch.",
             value=stats.last_batch_ms / 1000,
         )
-        yield _lag_family(
-            consumer_lag(self.p.consumer, self.p.topic["commands"], sorted(self.p.committed))
-        )
+        # Measured by the processor's own thread: the consumer must not be touched from here.
+        yield _lag_family(dict(self.p.lag))
 
 
 def _lag_family(lag: dict[int, int]) -> GaugeMetricFamily:

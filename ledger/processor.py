@@ -32,7 +32,13 @@ from ledger.domain import (
     payload_fingerprint,
 )
 from ledger.errors import CodecError, InfrastructureError, MalformedRecordError
-from ledger.kafka import make_consumer, make_producer, partition_for, topic_partitions
+from ledger.kafka import (
+    consumer_lag,
+    make_consumer,
+    make_producer,
+    partition_for,
+    topic_partitions,
+)
 from ledger.processor_io import JournalFetcher, dead_letter
 from ledger.processor_state import AccountsTable, Overlay, PartitionState, restore_partition
 from ledger.records import (
@@ -107,6 +113,7 @@ class CommandProcessor:
         # the aborted batch is consumed again.
         self._poisoned: dict[tuple[int, int], Exception] = {}
         self.running = False
+        self.lag: dict[int, int] = {}  # records behind the end per owned partition (metrics)
         self.metrics_server: Any = None
 
     # --- lifecycle -----------------------------------------------------------
@@ -145,6 +152,9 @@ class CommandProcessor:
         try:
             while not self._stop.is_set():
                 msgs = self.consumer.consume(self.max_batch, timeout=self.batch_timeout)
+                self.lag = consumer_lag(
+                    self.consumer, self.topic["commands"], sorted(self.committed)
+                )
                 if msgs:
                     self._process_batch(msgs)
         finally:

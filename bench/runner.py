@@ -1,0 +1,234 @@
+"""One bench run: every phase over the same journal topic, then the report."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import consume, journal, machine, processor
+from bench.baseline import seed_style_projector
+from bench.chart import draw
+from bench.replay import ReplayRun, run_replay
+from bench.report import Report
+from bench.stack import Target, delete_topics, drop_schema, fresh_schema_url, postgres_version
+from ledger.codec import Codec
+from ledger.settings import Settings
+from ledger.topics import TOPICS, create_topics
+
+LOG = logging.getLogger("bench")
+PHASES = ("generate", "raw", "kafka-perf", "replay-duckdb", "replay-postgres", "baseline",
+          "processor")
+
+
+@dataclass(frozen=True)
+class Options:
+    events: int
+    out: Path
+    partitions: int
+    baseline_sample: int
+    commands: int
+    accounts: int
+    latency_rate: float
+    latency_seconds: float
+    max_batch: int
+    jars: Path
+    seed: int
+    skip: frozenset[str]
+    keep: bool
+
+
+class Bench:
+    def __init__(self, opts: Options, target: Target) -> None:
+        self.opts = opts
+        self.target = target
+        self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        self.settings = Settings(bootstrap=target.bootstrap, topic_prefix=self.prefix,
+                                 partitions=opts.partitions)
+        self.proc_settings = self.settings.with_(topic_prefix=f"{self.prefix}-proc")
+        self.codec = Codec()
+        self.report = Report(config={
+            "events": opts.events, "partitions": opts.partitions, "topic_prefix": self.prefix,
+            "bootstrap": target.bootstrap, "own_stack": target.started_home is not None,
+            "baseline_sample": opts.baseline_sample, "commands": opts.commands,
+            "accounts": opts.accounts, "latency_rate": opts.latency_rate,
+            "latency_seconds": opts.latency_seconds, "max_batch": opts.max_batch,
+            "seed": opts.seed})
+        self.schemas: list[str] = []
+
+    def run(self) -> Report:
+        opts = self.opts
+        opts.out.mkdir(parents=True, exist_ok=True)
+        self.report.machine = machine.describe(opts.jars, postgres_version(
+            self.target.postgres_url))
+        self.report.config["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        create_topics(self.settings)
+        try:
+            with self._phase("generate", []):
+                self._generate()
+            with self._phase("raw", ["raw_consume", "raw_consume_tuned"]):
+                self._raw()
+            with self._phase("kafka-perf", ["kafka_consumer_perf"]):
+                self._kafka_perf()
+            with self._phase("replay-duckdb", ["replay_duckdb", "replay_duckdb_peak_rss"]):
+                self._replay("duckdb")
+            with self._phase("replay-postgres", ["replay_postgres", "replay_postgres_peak_rss"]):
+                self._replay("postgres")
+            with self._phase("baseline", ["seed_baseline"]):
+                self._baseline()
+            with self._phase("processor", ["processor", "latency_p50", "latency_p99"]):
+                self._processor()
+        finally:
+            self._cleanup()
+        paths = self.report.write(opts.out)
+        try:
+            draw(self.report, opts.out / "report.png")
+        except Exception as e:  # a chart must never cost the numbers
+            LOG.warning("chart failed: %s", e)
+        LOG.info("report: %s, %s, %s", paths["json"], paths["markdown"], opts.out / "report.png")
+        return self.report
+
+    @contextmanager
+    def _phase(self, name: str, figures: list[str]) -> Iterator[None]:
+        if name in self.opts.skip:
+            LOG.info("phase %s skipped", name)
+            yield
+            return
+        LOG.info("phase %s ...", name)
+        load = machine.load()
+        started = time.monotonic()
+        try:
+            yield
+        except Exception as e:
+            LOG.error("phase %s failed: %s\n%s", name, e, traceback.format_exc())
+            for key in figures:
+                if key in self.report.figures:
+                    continue
+                self.report.fail(key, f"{type(e).__name__}: {e}")
+            if name == "generate":
+                raise
+        finally:
+            seconds = time.monotonic() - started
+            self.report.phases.append({"name": name, "seconds": round(seconds, 2),
+                                       "load": load})
+            LOG.info("phase %s done in %.1fs", name, seconds)
+
+    # --- phases -------------------------------------------------------------------------
+
+    def _generate(self) -> None:
+        shape = journal.Shape.for_events(self.opts.events, self.opts.seed)
+        gen = journal.write_journal(self.settings, shape, self.codec,
+                                    progress=_progress("generate"))
+        self.report.config["journal"] = {
+            "events": gen.events, "accounts": gen.accounts, "users": shape.users,
+            "rooms": shape.rooms, "postings": gen.postings, "value_bytes": gen.bytes,
+            "transactions": gen.transactions, "kinds": dict(gen.kinds),
+            "generate_seconds": round(gen.seconds, 2),
+            "generate_events_per_s": round(gen.events_per_s)}
+        LOG.info("generated %d events in %.1fs (%.0f/s)", gen.events, gen.seconds,
+                 gen.events_per_s)
+
+    def _raw(self) -> None:
+        n = self.opts.events
+        raw = consume.raw_consume(self.settings, n)
+        self.report.set("raw_consume", raw.per_s, f"{raw.mb_per_s:.0f} MB/s of values",
+                        seconds=raw.seconds, records=raw.records)
+        tuned = consume.raw_consume(self.settings, n, extra={"fetch.queue.backoff.ms": 0})
+        self.report.set("raw_consume_tuned", tuned.per_s,
+                        "librdkafka's default 1 s fetch-queue backoff stalls each partition",
+                        seconds=tuned.seconds, records=tuned.records)
+
+    def _kafka_perf(self) -> None:
+        perf = consume.kafka_consumer_perf(self.settings, self.opts.jars, self.opts.events)
+        self.report.set("kafka_consumer_perf", perf.rate.per_s,
+                        f"{perf.total_per_s:,.0f}/s with its {perf.rebalance_ms:.0f} ms "
+                        "group join", fetch_seconds=perf.rate.seconds,
+                        records=perf.rate.records, total_per_s=perf.total_per_s)
+
+    def _replay(self, kind: str) -> None:
+        run: ReplayRun
+        if kind == "duckdb":
+            out = self.opts.out / "replay.duckdb"
+            run = run_replay(self.settings, "duckdb:///unused.duckdb", out)
+            if not self.opts.keep:
+                for path in (out, out.with_name(out.name + ".wal")):
+                    path.unlink(missing_ok=True)
+        else:
+            url = fresh_schema_url(self.target.postgres_url, f"{self.prefix}_replay")
+            self.schemas.append(url)
+            run = run_replay(self.settings, url)
+        if run.events != self.opts.events:
+            raise RuntimeError(f"replay read {run.events} events, expected {self.opts.events}")
+        self.report.set(f"replay_{kind}", run.per_s,
+                        f"{run.reported_per_s:,.0f}/s as `ledger replay` reports it "
+                        "(without interpreter start-up)", seconds=run.seconds,
+                        reported_per_s=run.reported_per_s, accounts=run.accounts)
+        self.report.set(f"replay_{kind}_peak_rss", run.peak_rss_mb,
+                        f"summed RSS of {run.processes} process(es) (PSS {run.peak_pss_mb:.0f} MB, "
+                        f"largest process {run.maxrss_mb:.0f} MB); {run.growth_mb:+.0f} MB "
+                        "from mid-run to the end",
+                        growth_mb=run.growth_mb, peak_pss_mb=run.peak_pss_mb,
+                        maxrss_mb=run.maxrss_mb, processes=run.processes,
+                        mid_run_mb=run.rss_mid_mb, end_mb=run.rss_end_mb)
+
+    def _baseline(self) -> None:
+        url = fresh_schema_url(self.target.postgres_url, f"{self.prefix}_seed")
+        self.schemas.append(url)
+        sample = min(self.opts.baseline_sample, self.opts.events)
+        res = seed_style_projector(self.settings, url, sample, self.codec)
+        self.report.set("seed_baseline", res.per_s,
+                        f"first {res.records:,} records, {res.postings:,} postings",
+                        seconds=res.seconds, records=res.records)
+
+    def _processor(self) -> None:
+        s, opts = self.proc_settings, self.opts
+        create_topics(s)
+        processor.open_accounts(s, opts.accounts, self.codec)
+        ends = processor.prefill_commands(s, opts.commands, opts.accounts, self.codec,
+                                          opts.seed)
+        log = opts.out / "serve.log"
+        log.unlink(missing_ok=True)
+        spawned = time.monotonic()
+        serve = processor.start_serve(s, log, opts.max_batch)
+        try:
+            run = processor.wait_committed(s, ends, serve, spawned)
+            self.report.set("processor", run.per_s,
+                            f"{opts.commands:,} earn/spend over {opts.accounts:,} accounts; "
+                            f"start-up {run.startup_seconds:.1f}s not counted",
+                            seconds=run.seconds, wall_seconds=run.wall_seconds,
+                            startup_seconds=run.startup_seconds, commands=run.commands)
+            LOG.info("processor: %.0f commands/s; latency at %.0f/s for %.0fs ...", run.per_s,
+                     opts.latency_rate, opts.latency_seconds)
+            lat = processor.measure_latency(s, opts.accounts, opts.latency_rate,
+                                            opts.latency_seconds, codec=self.codec)
+        finally:
+            processor.stop_serve(serve)
+        details = {"offered_per_s": lat.offered_per_s, "achieved_per_s": lat.achieved_per_s,
+                   "sent": lat.sent, "received": lat.received, "p90_ms": lat.p90_ms,
+                   "max_ms": lat.max_ms}
+        note = f"{lat.sent:,} commands at {lat.achieved_per_s:,.0f}/s, {lat.received:,} answered"
+        self.report.set("latency_p50", lat.p50_ms, note, **details)
+        self.report.set("latency_p99", lat.p99_ms, f"max {lat.max_ms:.0f} ms", **details)
+
+    def _cleanup(self) -> None:
+        for url in self.schemas:
+            try:
+                drop_schema(url)
+            except Exception as e:
+                LOG.warning("could not drop a bench schema: %s", e)
+        if self.target.started_home is None and not self.opts.keep:
+            names = [t.name for t in TOPICS]
+            for s in (self.settings, self.proc_settings):
+                delete_topics(s, names)
+
+
+def _progress(label: str) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        LOG.info("%s: %d/%d", label, done, total)
+
+    return show

@@ -159,7 +159,10 @@ def _play(settings: Settings, size: DemoSize) -> DemoResult:
     client = build_client(settings)
 
     def progress(phase: str, done: int, total: int) -> None:
-        click.echo(f"\r   {phase}: {done}/{total} outcomes", nl=done == total, err=True)
+        # Rewrite one line on a terminal; one line per update in a log.
+        tty = sys.stderr.isatty()
+        line = f"   {phase}: {done}/{total} outcomes"
+        click.echo(("\r" if tty else "") + line, nl=done == total or not tty, err=True)
 
     try:
         return StudyRoomApp(settings, size, client, progress).play()

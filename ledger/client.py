@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from ledger.codec import Codec
 from ledger.domain import Command, envelope_problem
 from ledger.errors import InfrastructureError, UsageError, WaitTimeoutError
-from ledger.kafka import make_consumer, make_producer, topic_partitions, unreachable
+from ledger.kafka import make_consumer, make_producer, topic_partitions, unreachable, watermarks
 from ledger.records import Outcome, ReverseRef, command_to_record
 from ledger.settings import Settings
 
@@ -81,7 +81,11 @@ class LedgerClient:
             )
 
     def close(self) -> None:
-        self._producer.flush(10)
+        if self._producer.flush(10):
+            # Still undelivered (brokers down): the caller has been told by flush() or
+            # send(); drop them here rather than in librdkafka's warning at exit.
+            self._producer.purge()
+            self._producer.flush(0)
         if self._watcher is not None:
             self._watcher.stop()
 
@@ -123,8 +127,7 @@ class _ResultWatcher:
         self.consumer = make_consumer(settings, None, **{"fetch.wait.max.ms": 5})
         try:
             ends = [
-                self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(partitions)
+                watermarks(self.consumer, TopicPartition(topic, p))[1] for p in range(partitions)
             ]
         except KafkaException as e:
             raise unreachable(settings, e) from e

@@ -63,7 +63,8 @@ class StudyRoomApp:
     def play(self) -> DemoResult:
         started = time.monotonic()
         self._phase("sign-ups and rooms", self._signups())
-        self._phase("study, joins and room spending", self._activity())
+        self._phase("verified study sessions and room joins", self._activity())
+        self._phase("rooms spending what they collected", self._room_spending())
         self._phase("revoked sessions (reversals)", self._reversals())
         self.result.seconds = time.monotonic() - started
         return self.result
@@ -117,18 +118,21 @@ class StudyRoomApp:
                     fee=rng.choice((20, 40, 80, 150)),
                 )
             )
-        for i in range(s.room_spends):
-            cmds.append(
-                Spend(
-                    command_id=self._cid("roomspend", i),
-                    actor=Actor.ADMIN,
-                    reason="room bought study material",
-                    account=self._room(),
-                    amount=rng.randint(10, 120),
-                )
-            )
         rng.shuffle(cmds)
         return cmds
+
+    def _room_spending(self) -> list[Command]:
+        # After the joins: a room spends credits that its owner has applied by now.
+        return [
+            Spend(
+                command_id=self._cid("roomspend", i),
+                actor=Actor.ADMIN,
+                reason="room bought study material",
+                account=self._room(),
+                amount=self.rng.randint(10, 120),
+            )
+            for i in range(self.size.room_spends)
+        ]
 
     def _reversals(self) -> list[Command]:
         earned = [

@@ -174,3 +174,29 @@ def consumer_lag(consumer: Consumer, topic: str, partitions: list[int]) -> dict[
     except (KafkaException, RuntimeError):
         return {}  # partitions moving in a rebalance: measured again on the next poll
     return lag
+
+
+# Answers a broker gives for a partition it does not lead yet, e.g. just after creation.
+_NOT_YET = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
+    """(low, high) offsets, retrying while the partition has no leader yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as e:
+            err = e.args[0]
+            transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in _NOT_YET)
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

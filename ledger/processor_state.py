@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from ledger.codec import Codec
 from ledger.domain import AccountState
 from ledger.errors import CodecError
-from ledger.kafka import make_consumer
+from ledger.kafka import make_consumer, watermarks
 from ledger.records import Outcome, snapshot_from_record
 from ledger.settings import Settings
 
@@ -193,7 +193,7 @@ def _read_partition(
         settings, None, **{"fetch.wait.max.ms": 20, "enable.partition.eof": True}
     )
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        low, high = watermarks(consumer, TopicPartition(topic, partition))
         out: list[dict[str, Any]] = []
         if high <= low:
             return out

@@ -9,6 +9,7 @@ commits together or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -29,7 +30,6 @@ from ledger.domain import (
     RejectReason,
     decide,
     envelope_problem,
-    payload_fingerprint,
 )
 from ledger.errors import CodecError, InfrastructureError, MalformedRecordError
 from ledger.kafka import (
@@ -62,6 +62,11 @@ log = logging.getLogger("ledger.processor")
 _RECORD_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._INVALID_ARG})
 
 
+# A consumer that fails fatally is replaced at most this often before the service gives up.
+MAX_REJOINS = 5
+REJOIN_WINDOW_S = 600.0
+
+
 class _Poisoned(Exception):
     """Handling one record failed in a way a retry would repeat."""
 
@@ -80,6 +85,7 @@ class ProcessorStats:
     rejected: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     aborts: int = 0
+    rejoins: int = 0
     last_batch_ms: float = 0.0
 
 
@@ -112,6 +118,7 @@ class CommandProcessor:
         # Records whose handling failed for good, by (partition, offset): dead-lettered when
         # the aborted batch is consumed again.
         self._poisoned: dict[tuple[int, int], Exception] = {}
+        self._rejoins: list[float] = []  # when the consumer was last replaced
         self.running = False
         self.lag: dict[int, int] = {}  # records behind the end per owned partition (metrics)
         self.metrics_server: Any = None
@@ -126,25 +133,7 @@ class CommandProcessor:
         self.partitions = topic_partitions(self.settings, self.topic["commands"])
         self.producer = self._init_producer()
         self.accounts.start()
-        self.consumer = make_consumer(
-            self.settings,
-            f"{self.settings.topic_prefix}.processor",
-            **{
-                "fetch.wait.max.ms": 5,
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1000,
-                "partition.assignment.strategy": "range",
-                # Static membership: a restarted instance takes its partitions back at once
-                # instead of waiting for the dead member's session to time out.
-                "group.instance.id": self.instance_id,
-            },
-        )
-        self.consumer.subscribe(
-            [self.topic["commands"]],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
-        )
+        self.consumer = self._subscribe()
         log.info("processor %s started on %s", self.instance_id, self.settings.bootstrap)
         if on_ready:
             on_ready()
@@ -152,6 +141,10 @@ class CommandProcessor:
         try:
             while not self._stop.is_set():
                 msgs = self.consumer.consume(self.max_batch, timeout=self.batch_timeout)
+                fatal = next((m.error() for m in msgs if _is_fatal(m)), None)
+                if fatal is not None:  # before any of the batch is handled: nothing to undo
+                    self._rejoin(fatal)
+                    continue
                 self.lag = consumer_lag(
                     self.consumer, self.topic["commands"], sorted(self.committed)
                 )
@@ -165,6 +158,54 @@ class CommandProcessor:
             self.fetcher.close()
             if self.metrics_server is not None:
                 self.metrics_server.close()
+
+    def _subscribe(self) -> Consumer:
+        consumer = make_consumer(
+            self.settings,
+            f"{self.settings.topic_prefix}.processor",
+            **{
+                "fetch.wait.max.ms": 5,
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1000,
+                "partition.assignment.strategy": "range",
+                # Static membership: a restarted instance takes its partitions back at once
+                # instead of waiting for the dead member's session to time out.
+                "group.instance.id": self.instance_id,
+            },
+        )
+        consumer.subscribe(
+            [self.topic["commands"]],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        return consumer
+
+    def _rejoin(self, error: KafkaError) -> None:
+        """Replace a consumer that failed fatally, so the service outlives a broker failover.
+
+        After the group coordinator moves (a broker lost), the broker may declare this very
+        static member fenced (FENCED_INSTANCE_ID) although no other instance runs; the
+        consumer is then dead for good. A new one rejoins under the same instance id and
+        restores its partitions as on any assignment. Fencing by a real second instance
+        with the same id also fences our transactional producer, which ends the run; the
+        limit below stops a rejoin loop all the same.
+        """
+        assert self.consumer is not None
+        now = time.monotonic()
+        self._rejoins = [t for t in self._rejoins if now - t < REJOIN_WINDOW_S] + [now]
+        if len(self._rejoins) > MAX_REJOINS:
+            raise InfrastructureError(
+                f"consumer failed fatally {len(self._rejoins)} times in "
+                f"{REJOIN_WINDOW_S:.0f}s, last: {error.str()}"
+            )
+        log.error("consumer failed fatally (%s); rejoining with a new consumer", error.str())
+        self.stats.rejoins += 1
+        self.committed.clear()  # restored from the changelogs on the next assignment
+        self.overlay.reset()
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+        self.consumer = self._subscribe()
 
     def _init_producer(self) -> Producer:
         txn_id = f"{self.settings.topic_prefix}.processor.{self.instance_id}"
@@ -321,7 +362,7 @@ class CommandProcessor:
         self._decide(wire, command)
 
     def _decide(self, wire: WireCommand, command: Command) -> None:
-        fingerprint = payload_fingerprint(command)
+        fingerprint = wire.fingerprint  # the payload as sent, minus id and timestamp
         previous = self.overlay.outcome(command.command_id)
         if previous is not None:
             if previous.payload_fingerprint == fingerprint:
@@ -435,6 +476,11 @@ class CommandProcessor:
             "dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error
         )
         dead_letter(self.producer, self.topic["deadletter"], msg, error)
+
+
+def _is_fatal(msg: Message) -> bool:
+    err = msg.error()
+    return err is not None and err.fatal()
 
 
 def _shorten(text: str, limit: int = 80) -> str:

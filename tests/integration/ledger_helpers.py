@@ -84,6 +84,14 @@ def spawn_processor(settings: Settings, instance_id: str, log: Path) -> subproce
         )
 
 
+def wait_for_ownership(log: Path, times: int, timeout: float = 60) -> None:
+    """Until a spawned processor has logged taking partitions `times` times."""
+    deadline = time.monotonic() + timeout
+    while log.read_text().count("owns partitions [0, 1, 2]") < times:
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+
+
 def kill9(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -115,6 +123,42 @@ def latest(settings: Settings, topic_name: str, schema: str) -> dict[str, dict[s
             out[(msg.key() or b"").decode()] = rec
     consumer.close()
     return out
+
+
+def wait_for_processor_idle(settings: Settings, timeout: float = 60) -> None:
+    """Until the processor group has committed every command, routed credits included.
+
+    Committed offsets can sit one below the end for good (a transaction marker takes an
+    offset), so idle means: nothing committed-readable lies beyond the group's offsets.
+    """
+    topic = settings.topic("commands")
+    group = f"{settings.topic_prefix}.processor"
+    parts = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    deadline = time.monotonic() + timeout
+    while _unprocessed(settings, group, parts):
+        assert time.monotonic() < deadline, "processor still has unprocessed commands"
+        time.sleep(0.2)
+
+
+def _unprocessed(settings: Settings, group: str, parts: list[TopicPartition]) -> int:
+    consumer = make_consumer(settings, group, **{"enable.partition.eof": True})
+    try:
+        start = [
+            TopicPartition(tp.topic, tp.partition, max(tp.offset, 0))
+            for tp in consumer.committed(parts, timeout=10)
+        ]
+        consumer.assign(start)
+        pending, seen = {tp.partition for tp in start}, 0
+        while pending:
+            for msg in consumer.consume(100, timeout=0.5):
+                err = msg.error()
+                if err is None:
+                    seen += 1
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+        return seen
+    finally:
+        consumer.close()
 
 
 def snapshot_balances(settings: Settings) -> dict[str, int]:

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from ledger.settings import Settings
-from tests.integration.ledger_helpers import kill9, spawn_processor, start_processor
+from tests.integration.ledger_helpers import (
+    kill9,
+    spawn_processor,
+    start_processor,
+    wait_for_ownership,
+)
 from tests.integration.workload import Workload
 
 pytestmark = pytest.mark.integration
@@ -41,13 +46,6 @@ def test_kill9_at_random_moments_then_restart(settings: Settings, tmp_path: Path
     assert totals["accepted"] > 500, totals
 
 
-def wait_for_ownership(log: Path, times: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while log.read_text().count("owns partitions [0, 1, 2]") < times:
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.05)
-
-
 def test_two_instances_share_partitions_through_a_rebalance(settings: Settings) -> None:
     first = start_processor(settings, "one")
     work = Workload(settings, seed=5)
@@ -70,7 +68,8 @@ def test_sigterm_drains_and_exits_cleanly(settings: Settings, tmp_path: Path) ->
     work = Workload(settings, seed=3)
     work.open_accounts()
     stream = work.stream(count=400, rate=400)
-    time.sleep(0.5)
+    wait_for_ownership(log, 1)
+    time.sleep(0.3)
     proc.terminate()
     assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
     proc = spawn_processor(settings, "graceful", log)

@@ -13,7 +13,12 @@ from ledger.client import LedgerClient
 from ledger.domain import Actor, Command, Earn, Join, OpenAccount, Spend
 from ledger.records import Outcome
 from ledger.settings import Settings
-from tests.integration.ledger_helpers import journal, party_fold, snapshot_balances
+from tests.integration.ledger_helpers import (
+    journal,
+    party_fold,
+    snapshot_balances,
+    wait_for_processor_idle,
+)
 
 
 @dataclass
@@ -99,6 +104,8 @@ class Workload:
     def check_exactly_once(self) -> dict[str, int]:
         """Every accepted command is in the journal exactly once; nothing else is."""
         outcomes = self.outcomes()
+        # Outcomes come before the routed join credits are applied: wait for those too.
+        wait_for_processor_idle(self.settings)
         entries = journal(self.settings)
         per_command = Counter(e.command_id for e in entries)
         accepted = {cid for cid, o in outcomes.items() if o.accepted}

@@ -72,6 +72,10 @@ class LedgerClient:
                 "(the command was sent and will be decided when it is)"
             ) from None
 
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery reports without waiting for every command to be acknowledged."""
+        self._producer.poll(timeout)
+
     def flush(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)
         if remaining:

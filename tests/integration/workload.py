@@ -76,7 +76,7 @@ class Workload:
             assert fut is not None
             self.sent[cmd.command_id], self.futures[cmd.command_id] = cmd, fut
             if rate:
-                client._producer.poll(0)
+                client.poll(0)
                 delay = started + n / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)

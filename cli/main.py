@@ -98,6 +98,7 @@ def cli(
 def _register() -> None:
     from cli.commands_demo import demo
     from cli.commands_journal import tail
+    from cli.commands_read import register as register_read
     from cli.commands_topics import topics
     from cli.commands_write import register as register_write
     from cli.dev import dev
@@ -106,6 +107,7 @@ def _register() -> None:
     cli.add_command(tail)
     cli.add_command(demo)
     register_write(cli)
+    register_read(cli)
     cli.add_command(dev)
 
 

@@ -1,0 +1,273 @@
+"""The read path: `ledger project|replay|verify|balance|history|query`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from cli.context import settings_of
+from cli.options import json_option
+from ledger.errors import RejectedError, UsageError
+from ledger.kafka import check_reachable
+from ledger.settings import Settings
+from ledger.topics import guard_topics
+from projections.duckdb_store import duckdb_path
+from projections.factory import open_duckdb, open_store, store_kind
+from projections.projector import Projector
+from projections.replay import Replay
+from projections.store import ProjectionStore
+from projections.times import iso_ms, parse_as_of
+from projections.verify import verify as verify_store
+
+
+def _reach_kafka(settings: Settings) -> None:
+    guard_topics(settings, check_reachable(settings))
+
+
+@click.command()
+@click.option("--until-caught-up", is_flag=True,
+              help="Stop once every assigned partition reached the end offsets taken at start.")
+@click.option("--batch-records", type=click.IntRange(min=1), default=50_000, show_default=True,
+              help="Most records per store transaction.")
+@click.option("--batch-ms", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Longest time a batch collects records before it is written.")
+@click.pass_context
+def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
+            batch_ms: int) -> None:
+    """Project accounts and journal events into --store; resumes at the stored positions.
+
+    Several projectors against one Postgres store share the partitions."""
+    settings = settings_of(ctx)
+    _reach_kafka(settings)
+    started = time.monotonic()
+    with open_store(settings.store) as store:
+        projector = Projector(settings, store, until_caught_up=until_caught_up,
+                              batch_records=batch_records, batch_ms=batch_ms)
+
+        def on_term(_sig: int, _frame: FrameType | None) -> None:
+            projector.stop()
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            stats = projector.run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    click.echo(f"projected {stats.events} events ({stats.records} records, "
+               f"{stats.dead_letters} dead-lettered) in {stats.batches} batches, "
+               f"{time.monotonic() - started:.1f}s, into {store.url}")
+
+
+@click.command()
+@click.option("--as-of", "as_of", metavar="TIME",
+              help="Only events that occurred at or before TIME (ISO-8601, UTC if no zone; "
+                   "or epoch ms).")
+@click.option("--out", "out", metavar="FILE.duckdb", type=click.Path(dir_okay=False),
+              help="Write a standalone DuckDB file instead; --store is left untouched.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress line on stderr (default: when stderr is a terminal).")
+@click.pass_context
+def replay(ctx: click.Context, as_of: str | None, out: str | None,
+           progress: bool | None) -> None:
+    """Rebuild from offset zero into shadow tables, check them, swap them in atomically."""
+    settings = settings_of(ctx)
+    as_of_ms = parse_as_of(as_of) if as_of is not None else None
+    _reach_kafka(settings)
+    show = sys.stderr.isatty() if progress is None else progress
+    started = time.monotonic()
+    with _open_target(settings, out) as store:
+        bar = progress_line("replay") if show else None
+        result = Replay(settings, store, as_of=as_of_ms, progress=bar).run()
+    elapsed = time.monotonic() - started
+    when = f" as of {iso_ms(as_of_ms)}" if as_of_ms is not None else ""
+    click.echo(f"replayed {result.events} events{when} ({result.accounts} accounts, "
+               f"{result.events / max(elapsed, 1e-9):,.0f} events/s) into {store.url}; "
+               f"checksum {result.checksum}")
+    if result.later:
+        click.echo(f"left out {result.later} events that occurred after {iso_ms(as_of_ms)}")
+    if result.bad:
+        click.echo(f"warning: {len(result.bad)} undecodable journal records left out; "
+                   "`ledger verify` lists them", err=True)
+
+
+def _open_target(settings: Settings, out: str | None) -> ProjectionStore:
+    if out is None:
+        return open_store(settings.store)
+    if not out.endswith(".duckdb"):
+        raise UsageError(f"--out {out}: expected a FILE.duckdb")
+    return open_duckdb(str(Path(out).resolve()))
+
+
+@click.command()
+@json_option
+@click.pass_context
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Prove the store against the journal: invariants, checksum, diff; exit 1 on violations."""
+    settings = settings_of(ctx)
+    _reach_kafka(settings)
+    with open_store(settings.store, read_only=True) as store:
+        report = verify_store(settings, store)
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        status = "OK" if report.ok else f"FAILED ({len(report.violations)} violations)"
+        click.echo(f"verify {status}: {report.events} events, {report.accounts} accounts, "
+                   f"checksum {report.checksum}")
+        for v in report.violations:
+            click.echo(f"  [{v.check}] {v.detail}")
+    if not report.ok:
+        ctx.exit(RejectedError.exit_code)
+
+
+@click.command()
+@click.argument("account")
+@json_option
+@click.pass_context
+def balance(ctx: click.Context, account: str, as_json: bool) -> None:
+    """Print the balance of ACCOUNT from the store."""
+    with open_store(settings_of(ctx).store, read_only=True) as store:
+        row = store.balance(account)
+        if row is None and store.account(account) is None:
+            raise RejectedError(f"unknown account {account} in {store.url} "
+                                "(not opened, or the projector is behind)")
+    amount = row.balance if row is not None else 0
+    if as_json:
+        click.echo(json.dumps({"account": account, "balance": amount}))
+    else:
+        click.echo(f"{account} {amount}")
+
+
+@click.command()
+@click.argument("account")
+@json_option
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the newest N rows (still printed oldest first).")
+@click.pass_context
+def history(ctx: click.Context, account: str, as_json: bool, limit: int | None) -> None:
+    """Print the audit rows of ACCOUNT, newest last."""
+    with open_store(settings_of(ctx).store, read_only=True) as store:
+        rows = store.history(account, limit)
+    records = [{"occurred_at": iso_ms(r.occurred_at), "kind": r.kind, "amount": r.amount,
+                "account": r.account, "event_id": r.event_id, "command_id": r.command_id,
+                "actor": r.actor, "reason": r.reason, "reverses_event_id": r.reverses_event_id,
+                "partition": r.partition, "offset": r.offset} for r in rows]
+    if as_json:
+        for rec in records:
+            click.echo(json.dumps(rec))
+        return
+    cols = ["occurred_at", "kind", "amount", "event_id", "actor", "reason"]
+    print_table(cols, [[rec[c] for c in cols] for rec in records])
+
+
+@click.command()
+@click.argument("sql")
+@json_option
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
+@click.pass_context
+def query(ctx: click.Context, sql: str, as_json: bool, as_csv: bool) -> None:
+    """Run read-only SQL over a DuckDB store (e.g. "SELECT * FROM balances")."""
+    import duckdb
+
+    url = settings_of(ctx).store
+    if store_kind(url) != "duckdb":
+        raise UsageError("`ledger query` reads DuckDB stores only; use psql for Postgres")
+    with open_duckdb(duckdb_path(url), read_only=True) as store:
+        con = store.connection
+        try:
+            cur = con.execute(sql)
+        except duckdb.Error as e:
+            raise UsageError(f"query failed: {_one_line(e)}") from e
+        if cur.description is None:
+            return
+        names = [d[0] for d in cur.description]
+        print_rows(names, _fetch(cur), "json" if as_json else "csv" if as_csv else "table")
+
+
+def progress_line(label: str) -> Callable[[int, int], None]:
+    """A progress callback drawing one self-overwriting line on stderr, 4 times a second."""
+    started = time.monotonic()
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.25 and done < total:
+            return
+        last[0] = now
+        elapsed = max(now - started, 1e-9)
+        rate = done / elapsed
+        left = (total - done) / rate if rate > 0 else 0.0
+        pct = 100 * done / total if total else 100.0
+        width = 30
+        filled = int(width * pct / 100)
+        line = (f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}% "
+                f"{done:,}/{total:,}  {rate:,.0f} events/s  left {_clock(left)}  ")
+        click.echo(line + ("\n" if done >= total else ""), err=True, nl=False)
+
+    return show
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def print_table(names: list[str], rows: list[list[Any]]) -> None:
+    """Rows as aligned columns under a header; numbers right-aligned."""
+    text = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(n), *(len(r[i]) for r in text)]) for i, n in enumerate(names)]
+    numeric = [bool(rows) and all(isinstance(r[i], int | float) for r in rows if r[i] is not None)
+               for i in range(len(names))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if num else c.ljust(w)
+                         for c, w, num in zip(cells, widths, numeric, strict=True)).rstrip()
+
+    click.echo(line(names))
+    click.echo(line(["-" * w for w in widths]))
+    for r in text:
+        click.echo(line(r))
+
+
+def print_rows(names: list[str], rows: Iterator[tuple[Any, ...]], fmt: str) -> None:
+    if fmt == "table":
+        print_table(names, [list(r) for r in rows])
+    elif fmt == "json":
+        for r in rows:
+            click.echo(json.dumps(dict(zip(names, r, strict=True)), default=str))
+    else:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(names)
+        for r in rows:
+            out.writerow(["" if v is None else v for v in r])
+
+
+CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {9: "\\t", 10: "\\n", 13: "\\r"}
+
+
+def _cell(value: Any) -> str:
+    """A value on one line: control characters (tabs, newlines) shown escaped."""
+    return "" if value is None else str(value).translate(CONTROL)
+
+
+def _fetch(cur: Any) -> Iterator[tuple[Any, ...]]:
+    while rows := cur.fetchmany(10_000):
+        yield from rows
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def register(group: click.Group) -> None:
+    """Add the read-path commands to the `ledger` group."""
+    for command in (project, replay, verify, balance, history, query):
+        group.add_command(command)

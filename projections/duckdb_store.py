@@ -1,0 +1,134 @@
+"""DuckDB adapter: the embedded default store (duckdb:///path.duckdb).
+
+DuckDB allows one writing process per file; readers in the same process share
+the database instance (duckdb.connect of the same path) and see committed
+transactions only, so a replay's swap is atomic for them too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ledger.errors import StoreError
+from projections.sql_store import Row, SqlProjectionStore
+
+SCHEME = "duckdb://"
+DEFAULT_MEMORY_LIMIT = "128MB"  # a writer's buffer pool: keeps a long replay's memory flat
+CHUNK = 10_000
+
+
+def duckdb_path(url: str) -> str:
+    """The file of duckdb:///relative/or//absolute.duckdb (query string removed)."""
+    if not url.startswith(SCHEME + "/"):
+        raise StoreError(f"not a DuckDB store URL (duckdb:///FILE.duckdb): {url}")
+    path = url[len(SCHEME) + 1:].split("?", 1)[0]
+    if not path:
+        raise StoreError(f"DuckDB store URL names no file: {url}")
+    return path if path == ":memory:" else str(Path(path))
+
+
+def _options(url: str) -> dict[str, str]:
+    if "?" not in url:
+        return {}
+    pairs = (p.split("=", 1) for p in url.split("?", 1)[1].split("&") if p)
+    return {k: v for k, v in (p if len(p) == 2 else (p[0], "") for p in pairs)}
+
+
+class DuckDBProjectionStore(SqlProjectionStore):
+    """ProjectionStore in one DuckDB file. Options in the URL query: memory_limit, threads."""
+
+    def __init__(self, url: str, read_only: bool = False,
+                 config: Mapping[str, str] | None = None) -> None:
+        self._url = url
+        self.path = duckdb_path(url)
+        self.read_only = read_only
+        conf: dict[str, Any] = {} if read_only else {"memory_limit": DEFAULT_MEMORY_LIMIT}
+        conf.update(_options(url))
+        conf.update(config or {})
+        self._con = self._connect(conf)
+        self._lock = threading.RLock()
+
+    def _connect(self, conf: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+        if self.read_only and self.path != ":memory:" and not Path(self.path).exists():
+            raise StoreError(f"no DuckDB store at {self.path}: run `ledger project` or "
+                             "`ledger replay` first")
+        try:
+            return duckdb.connect(self.path, read_only=self.read_only, config=conf)
+        except duckdb.IOException as e:
+            raise StoreError(f"cannot open DuckDB store {self.path}: {_first_line(e)} "
+                             "(is another process, e.g. a projector, writing it?)") from e
+        except duckdb.Error as e:
+            raise StoreError(f"cannot open DuckDB store {self.path}: {_first_line(e)}") from e
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def shared(self) -> bool:
+        return False  # one writing process per file
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The raw connection, for `ledger query` (read-only stores only)."""
+        return self._con
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self.read_only:
+                yield
+                return
+            self._run(self._con.begin)
+            try:
+                yield
+            except BaseException:
+                self._con.rollback()
+                raise
+            self._run(self._con.commit)
+
+    def _run(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except duckdb.Error as e:
+            raise StoreError(f"DuckDB store {self.path}: {_first_line(e)}") from e
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        def run() -> list[Row]:
+            cur = self._con.execute(sql, list(params))
+            return cur.fetchall() if cur.description else []
+
+        return list(self._run(run))
+
+    def _stream(self, sql: str) -> Iterator[Row]:
+        with self._lock:
+            cur = self._run(self._con.cursor)
+            try:
+                self._run(cur.execute, sql)
+                while rows := self._run(cur.fetchmany, CHUNK):
+                    yield from rows
+            finally:
+                cur.close()
+
+    def _insert_arrow(self, table: str, data: pa.Table) -> None:
+        cols = ", ".join(f'"{c}"' for c in data.column_names)
+        self._run(self._con.register, "_arrow_in", data)
+        try:
+            self._run(self._con.execute,
+                      f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _arrow_in")
+        finally:
+            self._con.unregister("_arrow_in")
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -1,0 +1,144 @@
+"""Consumed messages of <prefix>.events and <prefix>.accounts into one batch's columns.
+
+Bad records (not decodable) are set aside for the dead-letter topic and the
+batch goes on; an unknown writer-schema fingerprint stops everything: it means a
+schema file is missing from this deployment, not that one record is bad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from confluent_kafka import Message
+
+from ledger.codec import HEADER_LEN, Codec
+from ledger.errors import CodecError, UnknownFingerprintError
+from ledger.settings import Settings
+from projections.decode import EventColumns, EventDecoder, read_events
+from projections.log import check_message_error
+from projections.rows import audit_table
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """An undecodable record and where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    error: str
+
+
+class Ingest:
+    """One batch being built: audit columns, latest account states, bad records."""
+
+    def __init__(self, settings: Settings, codec: Codec | None = None,
+                 as_of: int | None = None) -> None:
+        self.settings = settings
+        self.codec = codec or Codec()
+        self.decoder = EventDecoder(self.codec)
+        self.events_topic = settings.topic("events")
+        self.accounts_topic = settings.topic("accounts")
+        self.as_of = as_of
+        self.events = EventColumns()
+        self.reset()
+
+    def reset(self) -> None:
+        self.events.reset()
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.bad: list[BadRecord] = []
+        self.records = 0  # messages taken, of both topics
+        self.later = 0  # events after as_of, left out
+        self.other_partitions: set[tuple[str, int]] = set()  # of accounts and bad records
+
+    def __len__(self) -> int:
+        return self.records
+
+    def detach(self) -> EventColumns:
+        """Hand the batch's event columns over (to a writer thread) and start a new batch."""
+        events = self.events
+        self.events = EventColumns()
+        self.reset()
+        return events
+
+    def audit(self) -> pa.Table:
+        """The batch's audit rows."""
+        return audit_table(self.events, self.events_topic)
+
+    def add(self, msgs: list[Message]) -> None:
+        """Take consumed messages: events in bulk through the fast reader, the rest one by one."""
+        events_topic = self.events_topic
+        fast = self.decoder.fast_header
+        values: list[bytes] = []
+        fast_msgs: list[Message] = []
+        for m in msgs:
+            if m.error() is not None and check_message_error(self.settings, m):
+                continue
+            if m.topic() != events_topic:
+                self._add_account(m)
+                continue
+            value = m.value()
+            if value is not None and value[:HEADER_LEN] == fast:
+                values.append(value)
+                fast_msgs.append(m)
+            else:
+                self._add_event(m)
+        self.records += len(msgs)
+        if values:
+            self._add_fast(values, fast_msgs)
+
+    def _add_fast(self, values: list[bytes], msgs: list[Message]) -> None:
+        before = len(self.events)
+        failures = read_events(self.events, values, [m.partition() or 0 for m in msgs],
+                               [m.offset() or 0 for m in msgs], self.as_of)
+        for index, exc in failures:
+            self._set_aside(msgs[index], exc)
+        self.later += len(values) - len(failures) - (len(self.events) - before)
+
+    def _add_event(self, m: Message) -> None:
+        try:
+            e = self.decoder.decode(m.value())
+        except UnknownFingerprintError as exc:
+            raise _located(exc, m) from exc
+        except CodecError as exc:
+            self._set_aside(m, exc)
+            return
+        if self.as_of is not None and e[4] > self.as_of:
+            self.later += 1
+            return
+        self.events.add(e, m.partition() or 0, m.offset() or 0)
+
+    def partitions(self) -> set[tuple[str, int]]:
+        """Every (topic, partition) the batch holds records of."""
+        events = {(self.events_topic, p) for p in set(self.events.partition)}
+        return events | self.other_partitions
+
+    def _add_account(self, m: Message) -> None:
+        self.other_partitions.add((m.topic() or "", m.partition() or 0))
+        value = m.value()
+        if value is None:  # a tombstone: accounts are never deleted, nothing to apply
+            return
+        try:
+            rec = self.codec.decode_as("account", value)
+        except UnknownFingerprintError as exc:
+            raise _located(exc, m) from exc
+        except CodecError as exc:
+            self._set_aside(m, exc)
+            return
+        if self.as_of is None or rec["opened_at"] <= self.as_of:
+            self.accounts[rec["account"]] = rec
+
+    def _set_aside(self, m: Message, exc: CodecError) -> None:
+        self.other_partitions.add((m.topic() or "", m.partition() or 0))
+        self.bad.append(BadRecord(m.topic() or "", m.partition() or 0, m.offset() or 0,
+                                  m.key(), m.value(), str(exc)))
+
+
+def _located(exc: UnknownFingerprintError, m: Message) -> UnknownFingerprintError:
+    return UnknownFingerprintError(
+        f"{m.topic()}[{m.partition()}] offset {m.offset()}: {exc}. The projector stops "
+        "here: deploy the schema file, then start it again")

@@ -1,0 +1,258 @@
+"""The live projector: <prefix>.accounts and <prefix>.events into a store, batch by batch.
+
+- Projectors of a shared store (Postgres) form one consumer group per store and share
+  the partitions; a DuckDB store has one writing process, whose projector assigns
+  itself every partition.
+
+- The store's projection_positions is the source of truth, not the group's committed
+  offsets (none are committed): on assignment each partition resumes at its stored
+  next offset.
+- Each batch's rows and positions commit in one store transaction. The position stored
+  is the consumer's position() after the batch (offsets have holes; never last+1).
+- Positions move only from the value the batch started at (compare-and-set), so a
+  projector that lost its partitions (a zombie) or raced a replay's swap cannot write
+  a batch twice: its transaction fails with PositionConflict and it re-reads positions.
+- Dead letters are produced and flushed before the batch that skips them commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from ledger.codec import Codec
+from ledger.errors import LedgerError, UsageError
+from ledger.kafka import make_consumer, unreachable
+from ledger.settings import Settings
+from projections.deadletter import DeadLetterSink
+from projections.ingest import Ingest
+from projections.log import TIMEOUT_S, check_log_start, watermarks
+from projections.rows import account_table, balance_deltas
+from projections.store import META_AS_OF, Batch, PositionConflict, PositionKey, ProjectionStore
+
+LOG = logging.getLogger("ledger.projector")
+CONSUME_MAX = 10_000
+IDLE_POLL_S = 0.5
+
+
+@dataclass
+class ProjectorStats:
+    batches: int = 0
+    records: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    conflicts: int = 0
+
+
+def group_id(settings: Settings, store: ProjectionStore) -> str:
+    """One consumer group per (prefix, store): projectors of one store share partitions."""
+    return f"{settings.topic_prefix}.projector.{store.store_id()}"
+
+
+class Projector:
+    """Runs until stopped, or until caught up with the end offsets taken at start."""
+
+    def __init__(self, settings: Settings, store: ProjectionStore, *,
+                 batch_records: int = 50_000, batch_ms: int = 200,
+                 until_caught_up: bool = False, codec: Codec | None = None) -> None:
+        if META_AS_OF in store.meta():
+            raise UsageError(f"store {store.url} holds a `replay --as-of` snapshot; projecting "
+                             "onto it would mix times. Run `ledger replay` without --as-of first")
+        self.settings = settings
+        self.store = store
+        self.batch_records = batch_records
+        self.batch_s = batch_ms / 1000
+        self.until_caught_up = until_caught_up
+        self.topics = [settings.topic("accounts"), settings.topic("events")]
+        self.ingest = Ingest(settings, codec)
+        self.deadletter = DeadLetterSink(settings)
+        self.stats = ProjectorStats()
+        self.expected: dict[PositionKey, int] = {}  # stored next_offset of owned partitions
+        self.ends: dict[PositionKey, int] = {}
+        self._fatal: LedgerError | None = None
+        self._stopping = False
+        self._aborting = False
+        self.consumer: Consumer = make_consumer(
+            settings, group_id(settings, store), **{"auto.offset.reset": "error"})
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch and return (signal handlers call this)."""
+        self._stopping = True
+
+    def run(self) -> ProjectorStats:
+        try:
+            if self.until_caught_up:
+                self.ends = {k: hi for k, (_, hi) in
+                             watermarks(self.consumer, self.settings, self.topics).items()}
+            self._start()
+            self._loop()
+            self._flush()
+        except BaseException:
+            # Whatever is pending was read past an error or an interrupt: it must not commit,
+            # not even from the revoke that closing the consumer triggers.
+            self._aborting = True
+            self.ingest.reset()
+            raise
+        finally:
+            self._close()
+        return self.stats
+
+    def _start(self) -> None:
+        """Join the store's group if several processes may write it; else take everything.
+
+        A DuckDB file has one writing process, so its projector needs no group: it assigns
+        itself every partition and never waits for a dead predecessor's session to expire.
+        """
+        if self.store.shared:
+            self.consumer.subscribe(self.topics, on_assign=self._on_assign,
+                                    on_revoke=self._on_revoke, on_lost=self._on_lost)
+            return
+        keys = watermarks(self.consumer, self.settings, self.topics)
+        self._on_assign(self.consumer, [TopicPartition(t, p) for t, p in keys])
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _loop(self) -> None:
+        started = time.monotonic()
+        while not self._stopping:
+            left = self.batch_s - (time.monotonic() - started) if len(self.ingest) else IDLE_POLL_S
+            want = min(CONSUME_MAX, self.batch_records - len(self.ingest))
+            msgs = self._consume(max(want, 1), max(left, 0.0))
+            if msgs and not len(self.ingest):
+                started = time.monotonic()
+            self.ingest.add(msgs)
+            full = len(self.ingest) >= self.batch_records
+            if full or time.monotonic() - started >= self.batch_s:
+                self._flush()
+                started = time.monotonic()
+            if self.until_caught_up and not len(self.ingest) and self._caught_up():
+                return
+
+    def _consume(self, n: int, timeout: float) -> list[Message]:
+        try:
+            msgs = self.consumer.consume(n, timeout)
+        except KafkaException as e:
+            raise unreachable(self.settings, e) from e
+        if self._fatal is not None:
+            raise self._fatal
+        return msgs
+
+    def _flush(self) -> None:
+        """Commit the pending batch: dead letters first, then rows and positions."""
+        if not len(self.ingest) or not self.expected:
+            return
+        ing = self.ingest
+        stray = ing.partitions() - self.expected.keys()
+        if stray:  # records of partitions this projector does not own (any more)
+            LOG.warning("batch dropped: it holds records of %s, not owned", sorted(stray))
+            ing.reset()
+            self._resync()
+            return
+        audit = ing.audit()
+        moved = self._moved_positions()
+        batch = Batch(
+            audit=audit if audit.num_rows else None,
+            deltas=balance_deltas(audit) if audit.num_rows else None,
+            accounts=account_table(ing.accounts.values()) if ing.accounts else None,
+            positions={k: (self.expected[k], new) for k, new in moved.items()})
+        self.deadletter.send(ing.bad)
+        try:
+            self.store.apply_batch(batch)
+        except PositionConflict as e:
+            LOG.warning("batch dropped: %s; resuming from the stored positions", e)
+            self.stats.conflicts += 1
+            ing.reset()
+            self._resync()
+            return
+        self.expected.update(moved)
+        self._count(len(ing), len(ing.events), len(ing.bad))
+        ing.reset()
+
+    def _count(self, records: int, events: int, bad: int) -> None:
+        s = self.stats
+        s.batches, s.records, s.events, s.dead_letters = (
+            s.batches + 1, s.records + records, s.events + events, s.dead_letters + bad)
+        LOG.info("batch %d: %d records, %d events, %d dead-lettered", s.batches, records,
+                 events, bad)
+
+    def _moved_positions(self) -> dict[PositionKey, int]:
+        tps = [TopicPartition(t, p) for t, p in self.expected]
+        return {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(tps)
+                if tp.offset >= 0 and tp.offset != self.expected[(tp.topic, tp.partition)]}
+
+    def _resync(self) -> None:
+        stored = self.store.claim_positions(self.expected)
+        for key, offset in stored.items():
+            self.consumer.seek(TopicPartition(key[0], key[1], offset))
+        self.expected.update(stored)
+
+    def _caught_up(self) -> bool:
+        if not self.expected:
+            return False
+        tps = [TopicPartition(t, p) for t, p in self.expected]
+        for tp in self.consumer.position(tps):
+            key = (tp.topic, tp.partition)
+            pos = tp.offset if tp.offset >= 0 else self.expected[key]
+            if pos < self.ends.get(key, 0):
+                return False
+        return True
+
+    # -- rebalancing: callbacks run inside consume() ----------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            keys = [(tp.topic, tp.partition) for tp in partitions]
+            stored = self.store.claim_positions(keys)
+            lows = watermarks(consumer, self.settings, {t for t, _ in keys})
+            for key in keys:
+                check_log_start(key, stored[key], lows[key][0])
+        except LedgerError as e:
+            self._fatal = e
+            consumer.assign([])
+            return
+        consumer.assign([TopicPartition(t, p, stored[(t, p)]) for t, p in keys])
+        self.expected = {**self.expected, **{k: stored[k] for k in keys}}
+        LOG.info("assigned %s", _describe(keys))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._fatal is None and not self._aborting:
+            try:
+                self._flush()
+            except LedgerError as e:
+                self._fatal = e
+        self._forget(partitions)
+        LOG.info("revoked %s", _describe([(tp.topic, tp.partition) for tp in partitions]))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.ingest.reset()  # another projector owns them now: never write their rows
+        self._forget(partitions)
+        LOG.warning("lost %s", _describe([(tp.topic, tp.partition) for tp in partitions]))
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.expected.pop((tp.topic, tp.partition), None)
+
+    def _close(self) -> None:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+        self.deadletter.close()
+
+
+def _describe(keys: list[PositionKey]) -> str:
+    by_topic: dict[str, list[int]] = {}
+    for t, p in sorted(keys):
+        by_topic.setdefault(t, []).append(p)
+    return " ".join(f"{t}{ps}" for t, ps in by_topic.items()) or "nothing"
+
+
+def project(settings: Settings, store: ProjectionStore, *, until_caught_up: bool = False,
+            batch_records: int = 50_000, batch_ms: int = 200) -> ProjectorStats:
+    """Run a projector into store (see Projector)."""
+    return Projector(settings, store, until_caught_up=until_caught_up,
+                     batch_records=batch_records, batch_ms=batch_ms).run()
+
+
+__all__ = ["TIMEOUT_S", "Projector", "ProjectorStats", "group_id", "project"]

@@ -1,0 +1,213 @@
+"""One contract for every ProjectionStore adapter: DuckDB and Postgres pass the same tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from ledger.errors import StoreError
+from projections.decode import Event, EventColumns
+from projections.factory import open_store
+from projections.rows import BalanceAccumulator, account_table, audit_table, balance_deltas
+from projections.sql_store import SqlProjectionStore
+from projections.store import Batch, PartitionSummary, PositionConflict, Snapshot
+from tests.integration.journal_factory import fresh_pg_url
+
+pytestmark = pytest.mark.integration
+TOPIC = "p.events"
+E1: Event = ("e1", "c1", "EARNED", [("system:rewards", -10), ("user:a", 10)], 1_000, "USER",
+             "study", None)
+E2: Event = ("e2", "c2", "JOINED", [("user:a", -4), ("room:r", 4)], 2_000, "ADMIN",
+             'tab\there, "quoted", comma; newline\nand ünïcode', None)
+E3: Event = ("e3", "c3", "REVERSED", [("user:a", -6), ("system:rewards", 6)], 3_000, "SYSTEM",
+             "", "e1")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'contract.duckdb'}"
+    return fresh_pg_url(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[SqlProjectionStore]:
+    s = open_store(store_url)
+    assert isinstance(s, SqlProjectionStore)
+    with s:
+        yield s
+
+
+def batch(*events: tuple[Event, int, int], positions: dict[tuple[str, int], tuple[int, int]],
+          accounts: list[dict[str, object]] | None = None) -> Batch:
+    cols = EventColumns()
+    for e, p, o in events:
+        cols.add(e, p, o)
+    audit = audit_table(cols, TOPIC)
+    return Batch(audit=audit, deltas=balance_deltas(audit),
+                 accounts=account_table(accounts) if accounts else None, positions=positions)
+
+
+def account(name: str, floor: int = 0, status: str = "OPEN") -> dict[str, object]:
+    return {"account": name, "type": name.split(":")[0].upper(), "floor": floor,
+            "status": status, "opened_at": 500, "command_id": f"open-{name}"}
+
+
+def test_schema_is_idempotent_and_id_stable(store_url: str, store: SqlProjectionStore) -> None:
+    first = store.store_id()
+    store.ensure_schema()
+    with open_store(store_url) as again:
+        assert again.store_id() == first
+    assert store.positions() == {} and store.meta().keys() == {"store_id"}
+
+
+def test_claim_positions_starts_new_partitions_at_zero(store: SqlProjectionStore) -> None:
+    assert store.claim_positions([(TOPIC, 0), (TOPIC, 1)]) == {(TOPIC, 0): 0, (TOPIC, 1): 0}
+    store.apply_batch(batch((E1, 0, 4), positions={(TOPIC, 0): (0, 5)}))
+    assert store.claim_positions([(TOPIC, 0), (TOPIC, 2)]) == {(TOPIC, 0): 5, (TOPIC, 2): 0}
+    assert store.positions() == {(TOPIC, 0): 5, (TOPIC, 1): 0, (TOPIC, 2): 0}
+
+
+def test_batches_add_rows_balances_and_accounts(store: SqlProjectionStore) -> None:
+    store.claim_positions([(TOPIC, 0), (TOPIC, 1), ("p.accounts", 0)])
+    store.apply_batch(batch((E1, 0, 0), positions={(TOPIC, 0): (0, 1), ("p.accounts", 0): (0, 2)},
+                            accounts=[account("user:a"), account("room:r", floor=3)]))
+    store.apply_batch(batch((E2, 1, 7), (E3, 0, 2), positions={(TOPIC, 0): (1, 3),
+                                                                (TOPIC, 1): (0, 8)},
+                            accounts=[account("room:r", floor=1, status="CLOSED")]))
+    assert dict(store.balance_pairs()) == {"system:rewards": -4, "user:a": 0, "room:r": 4}
+    user = store.balance("user:a")
+    assert user is not None and (user.balance, user.postings, user.type) == (0, 3, "USER")
+    assert user.updated_at == 3_000
+    room = store.account("room:r")
+    assert room is not None and (room.floor, room.status, room.opened_at) == (1, "CLOSED", 500)
+    assert store.balance("user:nobody") is None and store.account("user:nobody") is None
+    assert store.positions()[(TOPIC, 0)] == 3
+
+
+def test_audit_rows_round_trip_every_field(store: SqlProjectionStore) -> None:
+    store.claim_positions([(TOPIC, 1)])
+    store.apply_batch(batch((E2, 1, 7), (E3, 1, 9), positions={(TOPIC, 1): (0, 10)}))
+    rows = store.history("user:a")
+    assert [(r.event_id, r.amount, r.occurred_at, r.partition, r.offset) for r in rows] == [
+        ("e2", -4, 2_000, 1, 7), ("e3", -6, 3_000, 1, 9)]
+    assert rows[0].reason == E2[6] and rows[0].reverses_event_id is None
+    assert rows[1].reason == "" and rows[1].reverses_event_id == "e1"
+    assert (rows[0].kind, rows[0].actor, rows[0].command_id, rows[0].topic) == (
+        "JOINED", "ADMIN", "c2", TOPIC)
+    assert [r.event_id for r in store.history("user:a", limit=1)] == ["e3"]
+
+
+def test_a_moved_position_refuses_the_whole_batch(store: SqlProjectionStore) -> None:
+    store.claim_positions([(TOPIC, 0), (TOPIC, 1)])
+    store.apply_batch(batch((E1, 0, 0), positions={(TOPIC, 0): (0, 1)}))
+    stale = batch((E2, 1, 0), (E3, 0, 1), positions={(TOPIC, 1): (0, 1), (TOPIC, 0): (0, 2)})
+    with pytest.raises(PositionConflict, match=r"p.events\[0\]"):
+        store.apply_batch(stale)
+    assert dict(store.balance_pairs()) == {"system:rewards": -10, "user:a": 10}
+    assert store.positions() == {(TOPIC, 0): 1, (TOPIC, 1): 0}
+    assert sum(s.rows for s in store.audit_summary().values()) == 2
+
+
+def test_summary_mismatches_and_floors(store: SqlProjectionStore) -> None:
+    store.claim_positions([(TOPIC, 0)])
+    store.apply_batch(batch((E1, 0, 3), (E2, 0, 5), positions={(TOPIC, 0): (0, 6)},
+                            accounts=[account("room:r", floor=10)]))
+    assert store.audit_summary() == {(TOPIC, 0): PartitionSummary(4, 2, 0, 28, 16)}
+    assert store.balance_mismatches() == []
+    assert store.floor_breaches() == [("room:r", 4, 10)]
+    store.sql("UPDATE balances SET balance = balance + 1 WHERE account = ?", ("user:a",))
+    assert store.balance_mismatches() == [("user:a", 7, 6)]
+    assert store.account_count() == 3
+
+
+def test_rebuild_swaps_in_one_step_and_records_as_of(store: SqlProjectionStore) -> None:
+    store.claim_positions([(TOPIC, 0)])
+    store.apply_batch(batch((E1, 0, 0), positions={(TOPIC, 0): (0, 1)}))
+    cols = EventColumns()
+    cols.add(E2, 0, 1)
+    audit = audit_table(cols, TOPIC)
+    acc = BalanceAccumulator()
+    acc.add(balance_deltas(audit))
+    store.begin_rebuild()
+    store.append_rebuild(audit)
+    store.finish_rebuild(Snapshot(account_table([account("room:r")]), acc.table(),
+                                  {(TOPIC, 0): 2, (TOPIC, 1): 0}))
+    assert dict(store.balance_pairs()) == {"system:rewards": -10, "user:a": 10}  # not yet
+    assert dict(store.balance_pairs(shadow=True)) == {"user:a": -4, "room:r": 4}
+    assert store.balance_mismatches(shadow=True) == []
+    store.swap_rebuild(as_of=2_500)
+    assert dict(store.balance_pairs()) == {"user:a": -4, "room:r": 4}
+    assert store.positions() == {(TOPIC, 0): 2, (TOPIC, 1): 0}
+    assert store.meta()["as_of"] == "2500" and store.account("room:r") is not None
+    store.begin_rebuild()  # a second rebuild over the swapped tables works too
+    store.finish_rebuild(Snapshot(account_table([]), BalanceAccumulator().table(), {}))
+    store.swap_rebuild(as_of=None)
+    assert dict(store.balance_pairs()) == {} and "as_of" not in store.meta()
+
+
+def test_abandoned_rebuild_leaves_live_tables(store: SqlProjectionStore) -> None:
+    store.claim_positions([(TOPIC, 0)])
+    store.apply_batch(batch((E1, 0, 0), positions={(TOPIC, 0): (0, 1)}))
+    store.begin_rebuild()
+    store.abandon_rebuild()
+    store.begin_rebuild()  # leftovers of an interrupted rebuild are replaced
+    store.abandon_rebuild()
+    assert dict(store.balance_pairs()) == {"system:rewards": -10, "user:a": 10}
+
+
+def test_many_rows_stream_through_bulk_paths(store: SqlProjectionStore) -> None:
+    cols = EventColumns()
+    for i in range(30_000):
+        cols.add((f"e{i}", f"c{i}", "EARNED", [("system:rewards", -i), (f"user:u{i % 997}", i)],
+                  i, "USER", "r", None), i % 3, i)
+    store.claim_positions([(TOPIC, p) for p in range(3)])
+    audit = audit_table(cols, TOPIC)
+    store.apply_batch(Batch(audit=audit, deltas=balance_deltas(audit),
+                            positions={(TOPIC, p): (0, 30_000) for p in range(3)}))
+    pairs = dict(store.balance_pairs())
+    assert len(pairs) == 998 and sum(pairs.values()) == 0
+    assert pairs["user:u5"] == sum(i for i in range(30_000) if i % 997 == 5)
+
+
+def test_sql_identical_in_both_stores_for_timestamps(store: SqlProjectionStore) -> None:
+    t = account_table([account("user:a")])
+    assert t.column("opened_at").type == pa.timestamp("ms")
+    store.claim_positions([("p.accounts", 0)])
+    store.apply_batch(Batch(accounts=t, positions={("p.accounts", 0): (0, 1)}))
+    row = store.account("user:a")
+    assert row is not None and row.opened_at == 500
+
+
+def test_unreachable_postgres_is_one_line_without_password() -> None:
+    with pytest.raises(StoreError) as e:
+        open_store("postgresql+psycopg://u:s3cret@127.0.0.1:1/db?connect_timeout=2")
+    text = str(e.value)
+    assert "127.0.0.1:1" in text and "s3cret" not in text and "\n" not in text
+
+
+def test_bad_url_is_a_usage_error() -> None:
+    from ledger.errors import UsageError
+
+    with pytest.raises(UsageError, match="unsupported store URL"):
+        open_store("mysql://x")
+
+
+def test_locked_duckdb_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               f"import duckdb,time; c=duckdb.connect({str(path)!r}); "
+                               "print('ok', flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().startswith(b"ok")
+        with pytest.raises(StoreError, match="another process"):
+            open_store(f"duckdb:///{path}")
+    finally:
+        holder.kill()
+        holder.wait()

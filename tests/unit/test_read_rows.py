@@ -1,0 +1,102 @@
+"""Decoded events to Arrow: audit rows, balance increments, summaries, balances."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from projections.decode import Event, EventColumns
+from projections.rows import (
+    BalanceAccumulator,
+    account_table,
+    audit_table,
+    balance_deltas,
+    merge_summaries,
+    summarize,
+    unbalanced,
+)
+from projections.store import AUDIT_SCHEMA, PartitionSummary
+
+E1: Event = ("e1", "c1", "EARNED", [("system:rewards", -10), ("user:a", 10)], 1000, "USER",
+             "study", None)
+E2: Event = ("e2", "c2", "JOINED", [("user:a", -4), ("room:r", 4)], 2000, "USER", "join", None)
+E3: Event = ("e3", "c3", "REVERSED", [("user:a", -10), ("system:rewards", 10), ("room:r", 1)],
+             3000, "ADMIN", "fix\ttab", "e1")
+
+
+def columns(*events: tuple[Event, int, int]) -> EventColumns:
+    cols = EventColumns()
+    for e, partition, offset in events:
+        cols.add(e, partition, offset)
+    return cols
+
+
+def test_audit_rows_one_per_posting_with_event_fields_spread() -> None:
+    t = audit_table(columns((E1, 0, 5), (E3, 2, 9)), "p.events")
+    assert t.schema == AUDIT_SCHEMA
+    rows = t.to_pylist()
+    assert [(r["event_id"], r["posting"], r["account"], r["amount"]) for r in rows] == [
+        ("e1", 0, "system:rewards", -10), ("e1", 1, "user:a", 10),
+        ("e3", 0, "user:a", -10), ("e3", 1, "system:rewards", 10), ("e3", 2, "room:r", 1)]
+    assert {(r["event_id"], r["partition"], r["offset"], r["kind"], r["reason"],
+             r["reverses_event_id"], r["topic"]) for r in rows} == {
+        ("e1", 0, 5, "EARNED", "study", None, "p.events"),
+        ("e3", 2, 9, "REVERSED", "fix\ttab", "e1", "p.events")}
+    assert rows[0]["occurred_at"].isoformat() == "1970-01-01T00:00:01"
+
+
+def test_empty_batch() -> None:
+    t = audit_table(EventColumns(), "p.events")
+    assert t.num_rows == 0 and t.schema == AUDIT_SCHEMA
+    assert summarize(t) == {} and unbalanced(t) == []
+
+
+def test_deltas_sum_per_account_and_type_from_prefix() -> None:
+    d = balance_deltas(audit_table(columns((E1, 0, 0), (E2, 0, 1), (E3, 1, 0)), "p.events"))
+    got = {r["account"]: (r["balance"], r["postings"], r["type"]) for r in d.to_pylist()}
+    assert got == {"system:rewards": (0, 2, "SYSTEM"), "user:a": (-4, 3, "USER"),
+                   "room:r": (5, 2, "ROOM")}
+    latest = {r["account"]: r["updated_at"].timestamp() for r in d.to_pylist()}
+    assert latest["user:a"] == 3.0
+
+
+def test_accumulator_adds_batches() -> None:
+    acc = BalanceAccumulator()
+    acc.add(balance_deltas(audit_table(columns((E1, 0, 0)), "t")))
+    acc.add(balance_deltas(audit_table(columns((E2, 0, 1)), "t")))
+    assert dict(acc.pairs()) == {"system:rewards": -10, "user:a": 6, "room:r": 4}
+    table = {r["account"]: (r["balance"], r["postings"]) for r in acc.table().to_pylist()}
+    assert table == {"system:rewards": (-10, 1), "user:a": (6, 2), "room:r": (4, 1)}
+
+
+def test_summary_counts_events_and_sums_per_partition() -> None:
+    t = audit_table(columns((E1, 0, 5), (E2, 0, 7), (E3, 1, 2)), "p.events")
+    s = summarize(t)
+    assert s == {("p.events", 0): PartitionSummary(4, 2, 0, 28, 5 + 5 + 7 + 7),
+                 ("p.events", 1): PartitionSummary(3, 1, 1, 21, 6)}
+    merged = dict(s)
+    merge_summaries(merged, s)
+    assert merged[("p.events", 1)] == PartitionSummary(6, 2, 2, 42, 12)
+
+
+def test_unbalanced_events_found() -> None:
+    t = audit_table(columns((E1, 0, 0), (E3, 0, 1)), "p.events")
+    assert unbalanced(t) == [("e3", 1)]
+
+
+def test_account_table() -> None:
+    t = account_table([{"account": "room:r", "type": "ROOM", "floor": 5, "status": "OPEN",
+                        "opened_at": 1000, "command_id": "c"}])
+    assert t.column("floor").to_pylist() == [5]
+    assert t.column("opened_at").type == pa.timestamp("ms")
+
+
+def test_partitions_split_over_decoder_processes() -> None:
+    from projections.parallel import split
+
+    ranges = {("p.events", i): (0, 10 * i) for i in range(5)} | {("p.accounts", 0): (0, 3)}
+    shares = split(ranges, 2, "p.events")
+    assert [sorted(s) for s in shares] == [
+        [("p.accounts", 0), ("p.events", 0), ("p.events", 2), ("p.events", 4)],
+        [("p.events", 1), ("p.events", 3)]]
+    assert split(ranges, 9, "p.events")[0].keys() == {("p.accounts", 0), ("p.events", 0)}
+    assert len(split(ranges, 9, "p.events")) == 5 and split({}, 3, "p.events") == []

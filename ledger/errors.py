@@ -33,6 +33,10 @@ class TopicConfigError(LedgerError):
     exit_code = 2
 
 
+class MissingTopicsError(TopicConfigError):
+    """The ledger's topics do not exist (yet) (exit 2)."""
+
+
 class CodecError(LedgerError):
     """Bytes could not be decoded into a ledger record."""
 
@@ -55,6 +59,10 @@ class StoreError(LedgerError):
     """A projection store failed or holds data it cannot use."""
 
     exit_code = 3
+
+
+class StoreUnavailableError(StoreError):
+    """The store's server went away (outage, restart): retrying later may succeed."""
 
 
 class WaitTimeoutError(InfrastructureError):

@@ -129,6 +129,9 @@ class DuckDBProjectionStore(SqlProjectionStore):
     def close(self) -> None:
         self._con.close()
 
+    def reconnect(self) -> None:
+        """Embedded: there is no server to lose."""
+
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]

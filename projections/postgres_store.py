@@ -7,7 +7,7 @@ writer straight into `COPY ... FROM STDIN`; no per-row Python work.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, cast
 
 import psycopg
@@ -15,10 +15,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import NullPool
 
-from ledger.errors import StoreError
+from ledger.errors import StoreError, StoreUnavailableError
 from projections.sql_store import SHADOW, Row, SqlProjectionStore
 
 SCHEMA_LOCK_KEY = 0x1ED6E5  # pg_advisory_xact_lock key: serializes DDL between projectors
@@ -88,7 +94,21 @@ class PostgresProjectionStore(SqlProjectionStore):
             raise self._error(e) from e
 
     def _error(self, e: BaseException) -> StoreError:
+        conn = getattr(self, "_conn", None)
+        # A session closed by a failed reconnect is as unavailable as the server itself.
+        if _connection_lost(e) or (conn is not None and (conn.closed or conn.invalidated)):
+            return StoreUnavailableError(f"Postgres at {self._url} is unavailable: {_reason(e)}")
         return StoreError(f"Postgres store {self._url}: {_reason(e)}")
+
+    def reconnect(self) -> None:
+        """A fresh session after an outage (temp staging tables are per session)."""
+        with suppress(SQLAlchemyError, psycopg.Error):
+            self._conn.close()
+        try:
+            self._conn = self._engine.connect()
+        except SQLAlchemyError as e:
+            raise self._error(e) from e
+        self.ensure_schema()
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -155,6 +175,15 @@ class PostgresProjectionStore(SqlProjectionStore):
             self._conn.close()
         finally:
             self._engine.dispose()
+
+
+def _connection_lost(e: BaseException) -> bool:
+    """The server or the connection is gone, as opposed to a statement that failed."""
+    if isinstance(e, DBAPIError) and e.connection_invalidated:
+        return True
+    orig = e.orig if isinstance(e, DBAPIError) and e.orig is not None else e
+    return isinstance(e, OperationalError | InterfaceError) or isinstance(
+        orig, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def _reason(e: BaseException) -> str:

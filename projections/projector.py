@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from ledger.codec import Codec
-from ledger.errors import LedgerError, UsageError
+from ledger.errors import LedgerError, StoreUnavailableError, UsageError
 from ledger.kafka import make_consumer, unreachable
 from ledger.settings import Settings
 from projections.deadletter import DeadLetterSink
@@ -37,6 +37,8 @@ from projections.store import META_AS_OF, Batch, PositionConflict, PositionKey, 
 LOG = logging.getLogger("ledger.projector")
 CONSUME_MAX = 10_000
 IDLE_POLL_S = 0.5
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 15.0
 
 
 @dataclass
@@ -161,7 +163,7 @@ class Projector:
             positions={k: (self.expected[k], new) for k, new in moved.items()})
         self.deadletter.send(ing.bad)
         try:
-            self.store.apply_batch(batch)
+            self._apply(batch)
         except PositionConflict as e:
             LOG.warning("batch dropped: %s; resuming from the stored positions", e)
             self.stats.conflicts += 1
@@ -171,6 +173,29 @@ class Projector:
         self.expected.update(moved)
         self._count(len(ing), len(ing.events), len(ing.bad))
         ing.reset()
+
+    def _apply(self, batch: Batch) -> None:
+        """Apply a batch, waiting out a store outage with backoff instead of dying.
+
+        The batch stays in memory and commits once the store is back; its positions are
+        compare-and-set, so a batch that did commit before the connection broke fails
+        with PositionConflict rather than being written twice.
+        """
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                self.store.apply_batch(batch)
+                if delay > RETRY_FIRST_S:
+                    LOG.warning("store %s is back; batch committed", self.store.url)
+                return
+            except StoreUnavailableError as e:
+                if self._stopping:
+                    raise
+                LOG.warning("store unavailable (%s); retrying in %.1fs", e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                with contextlib.suppress(StoreUnavailableError):
+                    self.store.reconnect()
 
     def _count(self, records: int, events: int, bad: int) -> None:
         s = self.stats

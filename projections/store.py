@@ -199,6 +199,9 @@ class ProjectionStore(Protocol):
 
     def close(self) -> None: ...
 
+    def reconnect(self) -> None:
+        """Open a fresh session after StoreUnavailableError."""
+
     def __enter__(self) -> ProjectionStore: ...
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None,

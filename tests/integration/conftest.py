@@ -16,11 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from ledger.settings import ENV_TEST_BOOTSTRAP, ENV_TEST_POSTGRES, Settings, default_home
+from ledger.settings import (
+    ENV_TEST_BOOTSTRAP,
+    ENV_TEST_KAFKA_PORT,
+    ENV_TEST_PG_PORT,
+    ENV_TEST_POSTGRES,
+    Settings,
+    default_home,
+)
 from ledger.topics import create_topics
 
-TEST_KAFKA_PORT = 39092
-TEST_PG_PORT = 35432
+TEST_KAFKA_PORT = int(os.environ.get(ENV_TEST_KAFKA_PORT, "39092"))
+TEST_PG_PORT = int(os.environ.get(ENV_TEST_PG_PORT, "35432"))
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from ledger.codec import Codec
+
 # Helper modules assert too: rewrite them so a failure shows the values, not a bare error.
 pytest.register_assert_rewrite("tests.integration.workload", "tests.integration.ledger_helpers")
-
-from ledger.codec import Codec
 
 
 @pytest.fixture(scope="session")

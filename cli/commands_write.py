@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import signal
@@ -14,7 +15,7 @@ from cli.context import settings_of
 from cli.options import actor_option, reason_option, write_options
 from ledger.client import new_command_id
 from ledger.domain import Actor, Command, Earn, Join, OpenAccount, Reverse, Spend, parse_account
-from ledger.errors import RejectedError, UsageError
+from ledger.errors import InfrastructureError, RejectedError, UsageError, WaitTimeoutError
 from ledger.records import Outcome, ReverseRef
 from ledger.wiring import build_client, build_processor
 
@@ -72,6 +73,14 @@ def submit(
             )
             return
         outcome = client.send(command, ref, timeout)
+    except WaitTimeoutError:
+        raise  # it was sent: its message says so and names the command
+    except InfrastructureError as e:
+        # Not acknowledged by Kafka (brokers down, no quorum): say how to finish the job.
+        raise InfrastructureError(
+            f"{e}; command {command.command_id} may not be recorded: send it again with "
+            f"--command-id {command.command_id} (one id is never applied twice)"
+        ) from e
     finally:
         client.close()
     _print_outcome(outcome, as_json)
@@ -272,6 +281,8 @@ def serve(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck service waits on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     processor.run()
 
 

@@ -30,5 +30,7 @@ def configure_logging(fmt: str = "text", verbose: int = 0) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # librdkafka complains loudly while a broker is down; our own errors say it once.
-    logging.getLogger("ledger.kafka").setLevel(logging.ERROR if verbose < 2 else logging.DEBUG)
+    # librdkafka complains loudly while a broker is down (one ERROR line per retry); our own
+    # errors say it once. Its lines show from -v on (errors) and fully at -vv.
+    kafka_level = {0: logging.CRITICAL, 1: logging.ERROR}.get(verbose, logging.DEBUG)
+    logging.getLogger("ledger.kafka").setLevel(kafka_level)

@@ -40,6 +40,16 @@ class ProcessorCollector(Collector):
             "ledger_transactions_aborted", "Aborted transactions.", value=stats.aborts
         )
         yield CounterMetricFamily("ledger_batches", "Committed transactions.", value=stats.batches)
+        yield CounterMetricFamily(
+            "ledger_producer_restarts",
+            "Transactional producers replaced after a stuck or failed transaction.",
+            value=stats.producer_restarts,
+        )
+        yield CounterMetricFamily(
+            "ledger_consumer_rejoins",
+            "Consumers replaced after a fatal error (e.g. fenced after a broker failover).",
+            value=stats.rejoins,
+        )
         yield GaugeMetricFamily(
             "ledger_batch_latency_seconds",
             "Duration of the last batch.",

@@ -62,9 +62,27 @@ log = logging.getLogger("ledger.processor")
 _RECORD_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._INVALID_ARG})
 
 
-# A consumer that fails fatally is replaced at most this often before the service gives up.
+# A consumer that fails fatally, or a producer that cannot finish its transaction, is replaced
+# at most this often before the service gives up.
 MAX_REJOINS = 5
 REJOIN_WINDOW_S = 600.0
+# Fatal producer errors that mean another instance owns the transactional id now.
+_FENCED = frozenset(
+    {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
+
+
+# Transactional calls take this timeout; a watchdog gives them this much longer to return.
+TXN_TIMEOUT_S = 30.0
+WATCHDOG_GRACE_S = 15.0
+
+
+class _Stuck(Exception):
+    """A transactional call outlived its own timeout."""
+
+    def __init__(self, call: str) -> None:
+        super().__init__(call)
+        self.call = call
 
 
 class _Poisoned(Exception):
@@ -86,6 +104,7 @@ class ProcessorStats:
     dead_letters: int = 0
     aborts: int = 0
     rejoins: int = 0
+    producer_restarts: int = 0
     last_batch_ms: float = 0.0
 
 
@@ -119,6 +138,8 @@ class CommandProcessor:
         # the aborted batch is consumed again.
         self._poisoned: dict[tuple[int, int], Exception] = {}
         self._rejoins: list[float] = []  # when the consumer was last replaced
+        self._abandoned: list[Producer | None] = []  # producers stuck in a call (see _watched)
+        self._restarts: list[float] = []  # when the producer was last replaced
         self.running = False
         self.lag: dict[int, int] = {}  # records behind the end per owned partition (metrics)
         self.metrics_server: Any = None
@@ -207,10 +228,10 @@ class CommandProcessor:
             self.consumer.close()
         self.consumer = self._subscribe()
 
-    def _init_producer(self) -> Producer:
+    def _init_producer(self, wait_s: float = 60.0) -> Producer:
         txn_id = f"{self.settings.topic_prefix}.processor.{self.instance_id}"
         producer = make_producer(self.settings, transactional_id=txn_id)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + wait_s
         while True:
             try:
                 # Also aborts whatever a previous incarnation of this id left open.
@@ -245,27 +266,33 @@ class CommandProcessor:
     def _process_batch(self, msgs: list[Message]) -> None:
         assert self.producer is not None and self.consumer is not None
         started = time.monotonic()
-        self.producer.begin_transaction()
         offsets: dict[int, int] = {}
-        firsts: dict[int, int] = {}
+        firsts: dict[int, int] = {}  # where to rewind to if the transaction fails, known first
+        for msg in msgs:
+            if msg.error() is None:
+                firsts.setdefault(*_position(msg))
         try:
+            self.producer.begin_transaction()
             for msg in msgs:
                 if msg.error() is not None:
                     log.warning("consumer error: %s", msg.error())
                     continue
                 partition, offset = _position(msg)
-                firsts.setdefault(partition, offset)
                 offsets[partition] = offset + 1
                 self._handle_guarded(msg)
             self._flush_snapshots()
-            self.producer.send_offsets_to_transaction(
-                [TopicPartition(self.topic["commands"], p, o) for p, o in offsets.items()],
-                self.consumer.consumer_group_metadata(),
-                30,
+            producer, group = self.producer, self.consumer.consumer_group_metadata()
+            positions = [TopicPartition(self.topic["commands"], p, o) for p, o in offsets.items()]
+            _watched(
+                "send_offsets_to_transaction",
+                lambda: producer.send_offsets_to_transaction(positions, group, TXN_TIMEOUT_S),
             )
-            self.producer.commit_transaction(30)
+            _watched("commit_transaction", lambda: producer.commit_transaction(TXN_TIMEOUT_S))
         except KafkaException as e:
             self._recover(e, firsts)
+            return
+        except _Stuck as stuck:
+            self._replace_producer(stuck.call, firsts)
             return
         except _Poisoned as p:
             self._poisoned[p.position] = p.error
@@ -288,25 +315,71 @@ class CommandProcessor:
         assert self.producer is not None and self.consumer is not None
         err = e.args[0]
         if err.fatal():
-            self.overlay.reset()
-            self._snapshots.clear()
-            raise InfrastructureError(f"processor fenced or failed fatally: {err.str()}") from e
+            if err.code() in _FENCED:  # another instance took this transactional id over
+                self.overlay.reset()
+                self._snapshots.clear()
+                raise InfrastructureError(f"processor fenced: {err.str()}") from e
+            # E.g. a sequence desynchronisation after request timeouts while brokers died:
+            # this producer is done for, the transactional id is not.
+            self._replace_producer(f"fatal producer error ({err.str()})", firsts)
+            return
         log.warning("transaction failed (%s); aborting and retrying the batch", err.str())
         self._abort_and_rewind(firsts)
 
     def _abort_and_rewind(self, firsts: dict[int, int]) -> None:
         """Abort the open transaction, forget the batch, rewind to its first offsets."""
-        assert self.producer is not None and self.consumer is not None
+        assert self.producer is not None
+        producer = self.producer
+        try:
+            _watched("abort_transaction", lambda: producer.abort_transaction(TXN_TIMEOUT_S))
+        except _Stuck as stuck:
+            self._replace_producer(stuck.call, firsts)
+            return
+        except KafkaException as abort_error:
+            if abort_error.args[0].fatal():
+                raise InfrastructureError(
+                    f"cannot abort transaction: {abort_error}"
+                ) from abort_error
+            # No coordinator (brokers down): a new producer aborts it when it gets one.
+            self._replace_producer(f"abort_transaction ({abort_error.args[0].str()})", firsts)
+            return
+        self._forget_batch(firsts)
+
+    def _forget_batch(self, firsts: dict[int, int]) -> None:
+        assert self.consumer is not None
         self.overlay.reset()
         self._snapshots.clear()
         self.stats.aborts += 1
-        try:
-            self.producer.abort_transaction(30)
-        except KafkaException as abort_error:
-            raise InfrastructureError(f"cannot abort transaction: {abort_error}") from abort_error
         for partition, offset in firsts.items():
             if partition in self.committed:
                 self.consumer.seek(TopicPartition(self.topic["commands"], partition, offset))
+
+    def _replace_producer(self, failed: str, firsts: dict[int, int]) -> None:
+        """Fence a producer that cannot finish its transaction with a new one; retry the batch.
+
+        librdkafka can block in send_offsets_to_transaction() past its timeout once the
+        group coordinator's broker is gone (confluentinc/librdkafka#5456, #5511), and an
+        abort fails while no transaction coordinator is reachable. A new producer with the
+        same transactional.id bumps the epoch: the broker aborts the open transaction and
+        fences the old producer, so nothing of the batch can commit twice.
+        """
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < REJOIN_WINDOW_S] + [now]
+        if len(self._restarts) > MAX_REJOINS:
+            raise InfrastructureError(
+                f"transactional producer failed {len(self._restarts)} times in "
+                f"{REJOIN_WINDOW_S:.0f}s, last: {failed}"
+            )
+        log.error(
+            "%s failed or did not return within %.0fs; fencing the producer with a new one "
+            "and retrying the batch",
+            failed,
+            TXN_TIMEOUT_S + WATCHDOG_GRACE_S,
+        )
+        self._abandoned.append(self.producer)  # a thread may still be inside it: never free it
+        self.stats.producer_restarts += 1
+        self.producer = self._init_producer(wait_s=300.0)
+        self._forget_batch(firsts)
 
     def _handle_guarded(self, msg: Message) -> None:
         """Handle one record; a failure that would recur on retry poisons only that record."""
@@ -478,9 +551,30 @@ class CommandProcessor:
         dead_letter(self.producer, self.topic["deadletter"], msg, error)
 
 
+def _watched(call: str, fn: Callable[[], None]) -> None:
+    """Run a transactional call, giving up on it if it outlives its own timeout."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as e:  # handed to the caller's thread below
+            errors.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=call, daemon=True).start()
+    if not done.wait(TXN_TIMEOUT_S + WATCHDOG_GRACE_S):
+        raise _Stuck(call)
+    if errors:
+        raise errors[0]
+
+
 def _is_fatal(msg: Message) -> bool:
+    # A consumer's fatal error arrives as code _FATAL, without the fatal flag set.
     err = msg.error()
-    return err is not None and err.fatal()
+    return err is not None and (err.fatal() or err.code() == KafkaError._FATAL)
 
 
 def _shorten(text: str, limit: int = 80) -> str:

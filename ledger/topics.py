@@ -12,7 +12,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from ledger.errors import InfrastructureError, TopicConfigError
+from ledger.errors import InfrastructureError, MissingTopicsError, TopicConfigError
 from ledger.kafka import check_reachable, unreachable
 from ledger.settings import Settings
 
@@ -98,8 +98,22 @@ def create_topics(settings: Settings) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
                 raise InfrastructureError(f"cannot create topic {name}: {e}") from e
     _wait_for_leaders(admin, [t.topic for t in new])
-    guard_topics(settings, admin)
+    _guard_created(settings, admin)
     return [t.topic for t in new]
+
+
+def _guard_created(settings: Settings, admin: AdminClient, timeout: float = 30.0) -> None:
+    """guard_topics, patient with topics just created: on a cluster, the broker that
+    answers a metadata request may not have learnt of them yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            guard_topics(settings, admin)
+            return
+        except MissingTopicsError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float = 30.0) -> None:
@@ -147,7 +161,7 @@ def guard_topics(settings: Settings, admin: AdminClient | None = None) -> None:
     states = {s.name: s for s in describe_topics(settings, admin)}
     missing = [settings.topic(t.name) for t in TOPICS if settings.topic(t.name) not in states]
     if missing:
-        raise TopicConfigError(
+        raise MissingTopicsError(
             f"missing topics {', '.join(missing)}: run `ledger topics create` first"
         )
     journal = states[settings.topic(JOURNAL)]

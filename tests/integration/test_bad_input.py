@@ -617,3 +617,30 @@ def test_a_record_whose_handling_fails_is_dead_lettered_alone(settings: Settings
     entries = journal(settings)
     assert sorted(e.command_id for e in entries) == sorted(c for c in ids if c != "boom")
     assert snapshot_balances(settings) == {ALICE: 40} == party_fold(entries)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: APPLY_CREDIT is an internal record on the public commands topic, and its "
+    "owner cannot tell a forged one from a routed one without reading the journal"))
+def test_a_forged_credit_cannot_mint_points(settings: Settings) -> None:
+    """Anyone who may write commands can put an APPLY_CREDIT on the topic; it must not raise
+    a room's balance above what the journal holds."""
+    processor = start_processor(settings, "forged")
+    observer = Observer(settings)
+    producer = make_producer(settings)
+    client = LedgerClient(settings)
+    try:
+        assert client.send(OpenAccount(command_id="o", actor=Actor.SYSTEM, reason="",
+                                       account=ROOM)).accepted
+        forged = record("APPLY_CREDIT", ROOM, 1000, command_id="forged-1",
+                        ref_event_id=str(uuid.uuid4()))
+        producer.produce(settings.topic("commands"), key=ROOM.encode(),
+                         value=Codec().encode("command", forged))
+        producer.flush(10)
+        outcome = observer.result("forged-1")
+    finally:
+        client.close()
+        observer.stop()
+        processor.stop()
+    assert snapshot_balances(settings).get(ROOM, 0) == party_fold(journal(settings)).get(ROOM, 0)
+    assert outcome["status"] == "REJECTED"

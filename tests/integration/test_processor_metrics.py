@@ -109,6 +109,8 @@ def test_serve_exposes_metrics_health_and_json_logs(settings: Settings, tmp_path
         assert 0 < metrics[("ledger_batch_latency_seconds", ())] < 10
         assert metrics[("ledger_batches_total", ())] >= 1
         assert metrics[("ledger_transactions_aborted_total", ())] == 0
+        assert metrics[("ledger_consumer_rejoins_total", ())] == 0
+        assert metrics[("ledger_producer_restarts_total", ())] == 0
     finally:
         assert stop(proc) == 0, log.read_text()[-2000:]
     lines = log.read_text().splitlines()

@@ -56,7 +56,7 @@ def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthStack]:
     require_java()
     home = tmp_path_factory.mktemp("authstack")
     try:
-        info = devstack.up(home, brokers=1, auth=True, base_port=free_base(41092, 1, True),
+        info = devstack.up(home, brokers=1, auth=True, base_port=free_base(20092, 1, True),
                            jars_dir=JARS)
         assert info.sasl_bootstrap and info.sasl_config, info.describe()
         password = read_kafka_config(info.sasl_config)["sasl.password"]

@@ -18,7 +18,14 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from ledger.codec import Codec
 from ledger.domain import Command, envelope_problem
 from ledger.errors import InfrastructureError, UsageError, WaitTimeoutError
-from ledger.kafka import make_consumer, make_producer, topic_partitions, unreachable, watermarks
+from ledger.kafka import (
+    consume_ready,
+    make_consumer,
+    make_producer,
+    topic_partitions,
+    unreachable,
+    watermarks,
+)
 from ledger.records import Outcome, ReverseRef, command_to_record
 from ledger.settings import Settings
 
@@ -151,7 +158,7 @@ class _ResultWatcher:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                for msg in self.consumer.consume(1000, timeout=0.05):
+                for msg in consume_ready(self.consumer, 1000, 0.1):
                     if msg.error() is None:
                         self._resolve(msg.value())
         finally:

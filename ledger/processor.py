@@ -33,6 +33,7 @@ from ledger.domain import (
 )
 from ledger.errors import CodecError, InfrastructureError, MalformedRecordError
 from ledger.kafka import (
+    consume_ready,
     consumer_lag,
     make_consumer,
     make_producer,
@@ -115,7 +116,7 @@ class CommandProcessor:
         codec: Codec,
         instance_id: str,
         max_batch: int = 2000,
-        batch_timeout: float = 0.01,
+        batch_timeout: float = 0.1,
     ) -> None:
         self.settings, self.codec = settings, codec
         self.instance_id = instance_id
@@ -161,7 +162,7 @@ class CommandProcessor:
         self.running = True
         try:
             while not self._stop.is_set():
-                msgs = self.consumer.consume(self.max_batch, timeout=self.batch_timeout)
+                msgs = consume_ready(self.consumer, self.max_batch, self.batch_timeout)
                 fatal = next((m.error() for m in msgs if _is_fatal(m)), None)
                 if fatal is not None:  # before any of the batch is handled: nothing to undo
                     self._rejoin(fatal)

@@ -59,6 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip", action="append", choices=PHASES, default=[],
                    help="Leave out a phase (repeatable); its figures are missing from the "
                         "report and the run counts as incomplete.")
+    p.add_argument("--quiet-wait", type=float, default=120,
+                   help="Before each phase, wait up to this many seconds for the machine's CPU "
+                        "use to fall below --quiet-cpu (other work skews the figures); 0 never "
+                        "waits (default: %(default)s).")
+    p.add_argument("--quiet-cpu", type=float, default=40,
+                   help="CPU use in %% (all cores) under which the machine counts as quiet "
+                        "(default: %(default)s).")
     p.add_argument("--keep", action="store_true",
                    help="Keep the DuckDB file and, on a given broker, the bench topics.")
     p.add_argument("-q", "--quiet", action="store_true", help="Only warnings and the summary.")
@@ -84,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline_sample=args.baseline_sample, commands=args.commands, accounts=args.accounts,
         latency_rate=args.latency_rate, latency_seconds=args.latency_seconds,
         max_batch=args.max_batch, jars=args.jars_dir, seed=args.seed,
-        skip=frozenset(args.skip), keep=args.keep)
+        skip=frozenset(args.skip), keep=args.keep, quiet_wait=args.quiet_wait,
+        quiet_cpu=args.quiet_cpu)
     with target(args.bootstrap, args.postgres_url, args.home) as where:
         report = Bench(opts, where).run()
     print(report.markdown())

@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,23 @@ def load() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return []
+
+
+def wait_quiet(max_wait_s: float, busy_pct: float, window_s: float = 2.0) -> tuple[float, float]:
+    """Wait (up to max_wait_s) until the machine's CPU use over window_s is below busy_pct.
+
+    On a shared machine other work skews every figure; between phases nothing of the
+    bench runs but its idle servers, so what shows here is mostly someone else's.
+    Returns (the last CPU use in %, seconds waited).
+    """
+    import psutil
+
+    started = time.monotonic()
+    while True:
+        busy = psutil.cpu_percent(interval=window_s)
+        waited = time.monotonic() - started
+        if busy < busy_pct or waited >= max_wait_s:
+            return busy, waited
 
 
 def java_version() -> str:

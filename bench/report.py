@@ -173,10 +173,17 @@ class Report:
             if "p99" in t.name:
                 measured = _fmt(t.measured, "ms")
             lines.append(f"| {t.name} | {measured} | {status} | {t.note} |")
-        lines += ["", "Phases: " + ", ".join(
-            f"{p['name']} {p['seconds']:.1f}s (load {p['load'][0] if p['load'] else '?'})"
-            for p in self.phases), ""]
+        lines += ["", "Phases (seconds; 1-minute load average at start -> end; CPU in use by "
+                  "others just before): " + ", ".join(_phase(p) for p in self.phases), ""]
         return "\n".join(lines)
+
+
+def _phase(p: dict[str, Any]) -> str:
+    load = p.get("load") or ["?"]
+    after = p.get("load_after") or ["?"]
+    busy = p.get("cpu_busy_before_pct")
+    return (f"{p['name']} {p['seconds']:.1f}s (load {load[0]} -> {after[0]}"
+            + (f", others {busy:.0f}%" if busy is not None else "") + ")")
 
 
 def _at_least(name: str, figure: str, threshold: float, measured: float | None) -> Target:

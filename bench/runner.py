@@ -41,6 +41,8 @@ class Options:
     seed: int
     skip: frozenset[str]
     keep: bool
+    quiet_wait: float = 0.0
+    quiet_cpu: float = 40.0
 
 
 class Bench:
@@ -58,7 +60,7 @@ class Bench:
             "baseline_sample": opts.baseline_sample, "commands": opts.commands,
             "accounts": opts.accounts, "latency_rate": opts.latency_rate,
             "latency_seconds": opts.latency_seconds, "max_batch": opts.max_batch,
-            "seed": opts.seed})
+            "seed": opts.seed, "quiet_wait_s": opts.quiet_wait, "quiet_cpu_pct": opts.quiet_cpu})
         self.schemas: list[str] = []
 
     def run(self) -> Report:
@@ -99,6 +101,11 @@ class Bench:
             LOG.info("phase %s skipped", name)
             yield
             return
+        busy, waited = (machine.wait_quiet(self.opts.quiet_wait, self.opts.quiet_cpu)
+                        if self.opts.quiet_wait > 0 else (None, 0.0))
+        if busy is not None and busy >= self.opts.quiet_cpu:
+            LOG.warning("phase %s starts on a busy machine: %.0f%% CPU in use by others", name,
+                        busy)
         LOG.info("phase %s ...", name)
         load = machine.load()
         started = time.monotonic()
@@ -115,7 +122,9 @@ class Bench:
         finally:
             seconds = time.monotonic() - started
             self.report.phases.append({"name": name, "seconds": round(seconds, 2),
-                                       "load": load})
+                                       "load": load, "cpu_busy_before_pct": busy,
+                                       "waited_for_quiet_s": round(waited, 1),
+                                       "load_after": machine.load()})
             LOG.info("phase %s done in %.1fs", name, seconds)
 
     # --- phases -------------------------------------------------------------------------
@@ -202,6 +211,9 @@ class Bench:
                             f"start-up {run.startup_seconds:.1f}s not counted",
                             seconds=run.seconds, wall_seconds=run.wall_seconds,
                             startup_seconds=run.startup_seconds, commands=run.commands)
+            if opts.quiet_wait > 0:  # the processor idles meanwhile
+                busy, _ = machine.wait_quiet(opts.quiet_wait, opts.quiet_cpu)
+                self.report.config["cpu_busy_before_latency_pct"] = busy
             LOG.info("processor: %.0f commands/s; latency at %.0f/s for %.0fs ...", run.per_s,
                      opts.latency_rate, opts.latency_seconds)
             lat = processor.measure_latency(s, opts.accounts, opts.latency_rate,

@@ -28,7 +28,7 @@ def test_small_bench_reports_every_figure(bootstrap: str, postgres_url: str,
     argv = [sys.executable, "-m", "bench", "--events", "50000", "--bootstrap", bootstrap,
             "--postgres-url", postgres_url, "--out", str(out), "--partitions", "3",
             "--baseline-sample", "200", "--commands", "5000", "--accounts", "500",
-            "--latency-rate", "500", "--latency-seconds", "2", "-q"]
+            "--latency-rate", "500", "--latency-seconds", "2", "--quiet-wait", "0", "-q"]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240,
                           check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

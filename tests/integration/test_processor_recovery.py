@@ -63,18 +63,23 @@ def test_a_fatally_failed_consumer_is_replaced(settings: Settings) -> None:
         assert all(o.accepted for o in first.values())
         consumer = processor.consumer
         assert consumer is not None
-        real_consume = consumer.consume
         injected = threading.Event()
 
         class Failing:  # the consumer, whose next poll reports a fatal error
             def __getattr__(self, name: str) -> Any:
                 return getattr(consumer, name)
 
+            def poll(self, *args: Any, **kwargs: Any) -> Any:
+                if not injected.is_set():
+                    injected.set()
+                    return _FatalMessage()
+                return consumer.poll(*args, **kwargs)
+
             def consume(self, *args: Any, **kwargs: Any) -> list[Any]:
                 if not injected.is_set():
                     injected.set()
                     return [_FatalMessage()]
-                return real_consume(*args, **kwargs)
+                return consumer.consume(*args, **kwargs)
 
         processor.consumer = Failing()  # type: ignore[assignment]
         assert injected.wait(10)

@@ -60,6 +60,9 @@ def consumer_config(settings: Settings, group_id: str | None, **extra: Any) -> d
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            # librdkafka 2.x waits 1 s before refetching a partition whose queue was full,
+            # which cut a replay's raw consume rate from ~400k/s to ~150k/s here.
+            "fetch.queue.backoff.ms": 0,
         }
     )
     conf.update(extra)

@@ -20,7 +20,7 @@ from ledger.errors import StoreError
 from projections.sql_store import Row, SqlProjectionStore
 
 SCHEME = "duckdb://"
-DEFAULT_MEMORY_LIMIT = "128MB"  # a writer's buffer pool: keeps a long replay's memory flat
+DEFAULT_MEMORY_LIMIT = "64MB"  # a writer's buffer pool: keeps a long replay's memory flat
 CHUNK = 10_000
 
 

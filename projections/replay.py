@@ -41,7 +41,7 @@ from projections.store import PartitionSummary, PositionKey, ProjectionStore, Sn
 LOG = logging.getLogger("ledger.replay")
 MAX_WORKERS = 8
 IN_FLIGHT = 2  # decoded batches handed to the writer thread and not yet written
-INSERT_ROWS = 3 * 122_880  # audit rows per bulk insert: three DuckDB row groups
+INSERT_ROWS = 122_880  # audit rows per bulk insert: three DuckDB row groups
 Progress = Callable[[int, int], None]  # (records read, records to read)
 
 

@@ -26,8 +26,8 @@ from ledger.settings import (
 )
 from ledger.topics import create_topics
 
-TEST_KAFKA_PORT = int(os.environ.get(ENV_TEST_KAFKA_PORT, "39092"))
-TEST_PG_PORT = int(os.environ.get(ENV_TEST_PG_PORT, "35432"))
+TEST_KAFKA_PORT = int(os.environ.get(ENV_TEST_KAFKA_PORT, "18092"))
+TEST_PG_PORT = int(os.environ.get(ENV_TEST_PG_PORT, "26432"))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Private dev stacks for tests that need their own cluster (auth, three brokers).
 
-Each runs in a temporary home on ports away from the session stack (39092, controller
-49092), a developer's stack (9092, controller 19092) and the dev-stack tests (29092+), and
+Each runs in a temporary home on ports away from the session stack (18092, controller
+28092), a developer's stack (9092, controller 19092) and the dev-stack tests (29092+), and
 below Linux's ephemeral range (32768+): there a client's outgoing connection can hold a
 port in TIME_WAIT for a minute, and a broker (re)start on it fails.
 """

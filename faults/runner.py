@@ -24,6 +24,7 @@ from ledger.client import LedgerClient
 from ledger.codec import Codec
 from ledger.domain import Actor, Command, Earn, Join, OpenAccount, Spend
 from ledger.kafka import make_consumer
+from ledger.processor_io import pending_commands
 from ledger.records import Outcome
 from ledger.settings import Settings
 from ledger.topics import create_topics
@@ -286,30 +287,11 @@ def _finish_projection(settings: Settings) -> None:
 
 
 def _wait_idle(settings: Settings, timeout: float = 600) -> None:
-    """Until nothing committed-readable lies beyond the processor group's offsets."""
-    topic, group = settings.topic("commands"), f"{settings.topic_prefix}.processor"
-    parts = [TopicPartition(topic, p) for p in range(settings.partitions)]
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        consumer = make_consumer(settings, group, **{"enable.partition.eof": True})
-        start = [
-            TopicPartition(topic, tp.partition, max(tp.offset, 0))
-            for tp in consumer.committed(parts, timeout=10)
-        ]
-        consumer.assign(start)
-        pending, seen = {tp.partition for tp in start}, 0
-        while pending:
-            for msg in consumer.consume(500, timeout=0.5):
-                err = msg.error()
-                if err is None:
-                    seen += 1
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-        consumer.close()
-        if seen == 0:
-            return
+    while pending_commands(settings):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the processor did not finish its commands")
         time.sleep(0.5)
-    raise TimeoutError("the processor did not finish its commands")
 
 
 def check(settings: Settings, outcomes: dict[str, Outcome], report: FaultReport) -> None:

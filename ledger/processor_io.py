@@ -7,7 +7,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from ledger.codec import Codec
 from ledger.domain import JournalEntry
 from ledger.errors import CodecError
-from ledger.kafka import make_consumer
+from ledger.kafka import make_consumer, topic_partitions
 from ledger.records import ReverseRef, entry_from_record
 from ledger.settings import Settings
 
@@ -73,3 +73,35 @@ def dead_letter(producer: Producer, topic: str, msg: Message, error: Exception) 
         value = value[: room - len(key or b"")] if value is not None else None
         headers.append(("truncated", f"key {sizes[0]} bytes, value {sizes[1]} bytes".encode()))
     producer.produce(topic, key=key, value=value, headers=headers)
+
+
+def pending_commands(settings: Settings) -> int:
+    """Committed commands beyond the processor group's offsets (routed credits included).
+
+    Committed offsets can sit one below the end for good (a transaction marker takes an
+    offset), so this reads what lies beyond them instead of comparing offsets.
+    """
+    from confluent_kafka import KafkaError
+
+    topic = settings.topic("commands")
+    consumer = make_consumer(
+        settings, f"{settings.topic_prefix}.processor", **{"enable.partition.eof": True}
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in range(topic_partitions(settings, topic))]
+        start = [
+            TopicPartition(topic, tp.partition, max(tp.offset, 0))
+            for tp in consumer.committed(parts, timeout=10)
+        ]
+        consumer.assign(start)
+        pending, seen = {tp.partition for tp in start}, 0
+        while pending:
+            for msg in consumer.consume(500, timeout=0.5):
+                err = msg.error()
+                if err is None:
+                    seen += 1
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+        return seen
+    finally:
+        consumer.close()

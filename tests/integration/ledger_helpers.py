@@ -18,6 +18,7 @@ from ledger.domain import JournalEntry
 from ledger.journal import read_journal
 from ledger.kafka import make_consumer
 from ledger.processor import CommandProcessor
+from ledger.processor_io import pending_commands
 from ledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,39 +127,11 @@ def latest(settings: Settings, topic_name: str, schema: str) -> dict[str, dict[s
 
 
 def wait_for_processor_idle(settings: Settings, timeout: float = 60) -> None:
-    """Until the processor group has committed every command, routed credits included.
-
-    Committed offsets can sit one below the end for good (a transaction marker takes an
-    offset), so idle means: nothing committed-readable lies beyond the group's offsets.
-    """
-    topic = settings.topic("commands")
-    group = f"{settings.topic_prefix}.processor"
-    parts = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    """Until the processor group has committed every command, routed credits included."""
     deadline = time.monotonic() + timeout
-    while _unprocessed(settings, group, parts):
+    while pending_commands(settings):
         assert time.monotonic() < deadline, "processor still has unprocessed commands"
         time.sleep(0.2)
-
-
-def _unprocessed(settings: Settings, group: str, parts: list[TopicPartition]) -> int:
-    consumer = make_consumer(settings, group, **{"enable.partition.eof": True})
-    try:
-        start = [
-            TopicPartition(tp.topic, tp.partition, max(tp.offset, 0))
-            for tp in consumer.committed(parts, timeout=10)
-        ]
-        consumer.assign(start)
-        pending, seen = {tp.partition for tp in start}, 0
-        while pending:
-            for msg in consumer.consume(100, timeout=0.5):
-                err = msg.error()
-                if err is None:
-                    seen += 1
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-        return seen
-    finally:
-        consumer.close()
 
 
 def snapshot_balances(settings: Settings) -> dict[str, int]:

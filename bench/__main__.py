@@ -34,6 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Postgres URL (postgresql+psycopg://...) to use; if absent, the dev "
                         "stack's Postgres is started. The bench works in fresh schemas and "
                         "drops them.")
+    p.add_argument("--kafka-config", type=Path, default=None, metavar="FILE",
+                   help="Extra Kafka client properties (key=value lines) for every client of "
+                        "the run: the bench's own and `ledger serve`/`ledger replay` (passed as "
+                        "--kafka-config); e.g. retry.backoff.ms=10 to try a tuning.")
     p.add_argument("--partitions", type=int, default=6,
                    help="Partitions of the bench topics (default: %(default)s).")
     p.add_argument("--baseline-sample", type=int, default=5_000,
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         latency_rate=args.latency_rate, latency_seconds=args.latency_seconds,
         max_batch=args.max_batch, jars=args.jars_dir, seed=args.seed,
         skip=frozenset(args.skip), keep=args.keep, quiet_wait=args.quiet_wait,
-        quiet_cpu=args.quiet_cpu)
+        quiet_cpu=args.quiet_cpu,
+        kafka_config=args.kafka_config.resolve() if args.kafka_config else None)
     with target(args.bootstrap, args.postgres_url, args.home) as where:
         report = Bench(opts, where).run()
     print(report.markdown())

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ledger.codec import Codec
 from ledger.kafka import make_producer
@@ -198,13 +198,15 @@ def produce_retrying(producer: Producer, topic: str, key: bytes, value: bytes) -
 def transactional_producer(settings: Settings, name: str) -> Producer:
     """A transactional producer, waiting out 'coordinator load in progress'."""
     producer = make_producer(settings, transactional_id=f"{settings.topic_prefix}.{name}")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a fresh broker creates its transaction log first
     while True:
         try:
             producer.init_transactions(30)
             return producer
         except KafkaException as e:
-            if time.monotonic() > deadline or not e.args[0].retriable():
+            err = e.args[0]
+            again = err.retriable() or err.code() == KafkaError._TIMED_OUT
+            if time.monotonic() > deadline or not again:
                 raise
             time.sleep(0.5)
 

@@ -18,7 +18,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 from confluent_kafka import TopicPartition
 
 from bench.journal import START_MS, account_record, produce_retrying, transactional_producer
+from bench.replay import ledger_cli
 from ledger.client import LedgerClient
 from ledger.codec import Codec
 from ledger.domain import Actor, Earn, Spend, entry_event_id
@@ -121,10 +121,10 @@ def prefill_commands(settings: Settings, commands: int, accounts: int, codec: Co
         consumer.close()
 
 
-def start_serve(settings: Settings, log: Path, max_batch: int) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "cli.main", "--bootstrap", settings.bootstrap,
-            "--topic-prefix", settings.topic_prefix, "-v", "serve",
-            "--instance-id", "bench-0", "--max-batch", str(max_batch)]
+def start_serve(settings: Settings, log: Path, max_batch: int,
+                kafka_config: Path | None = None) -> subprocess.Popen[bytes]:
+    argv = [*ledger_cli(settings, kafka_config), "-v", "serve", "--instance-id", "bench-0",
+            "--max-batch", str(max_batch)]
     with log.open("ab") as out:
         return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=out,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -55,10 +55,16 @@ class ReplayRun:
         return self.rss_end_mb - self.rss_mid_mb
 
 
-def replay_argv(settings: Settings, store: str, out: Path | None) -> list[str]:
+def ledger_cli(settings: Settings, kafka_config: Path | None = None) -> list[str]:
+    """`ledger` with the bench's broker, prefix and extra client properties, as argv."""
     argv = [sys.executable, "-m", "cli.main", "--bootstrap", settings.bootstrap,
-            "--topic-prefix", settings.topic_prefix, "--store", store, "replay",
-            "--no-progress"]
+            "--topic-prefix", settings.topic_prefix]
+    return [*argv, "--kafka-config", str(kafka_config)] if kafka_config else argv
+
+
+def replay_argv(settings: Settings, store: str, out: Path | None,
+                kafka_config: Path | None = None) -> list[str]:
+    argv = [*ledger_cli(settings, kafka_config), "--store", store, "replay", "--no-progress"]
     return [*argv, "--out", str(out)] if out is not None else argv
 
 
@@ -91,12 +97,12 @@ def _sample(pid: int, samples: list[Sample], done: threading.Event) -> None:
 
 
 def run_replay(settings: Settings, store: str, out: Path | None = None,
-               timeout_s: float = 3600) -> ReplayRun:
+               timeout_s: float = 3600, kafka_config: Path | None = None) -> ReplayRun:
     """One `ledger replay` child, timed and watched; raises if it fails."""
     if out is not None:
         for stale in (out, out.with_name(out.name + ".wal")):
             stale.unlink(missing_ok=True)
-    argv = replay_argv(settings, store, out)
+    argv = replay_argv(settings, store, out, kafka_config)
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -153,7 +153,9 @@ class Report:
             f"{m.get('os')}; Python {m.get('python')}; confluent-kafka "
             f"{m.get('confluent_kafka')} (librdkafka {m.get('librdkafka')}); Kafka "
             f"{m.get('kafka')} (1 local broker, {m.get('java')}); DuckDB {m.get('duckdb')}; "
-            f"PostgreSQL {m.get('postgres')}. Load average at start: {m.get('load_at_start')}.",
+            f"PostgreSQL {m.get('postgres')}. Load average at start: {m.get('load_at_start')}."
+            + (f" Extra Kafka client properties: {self.config['kafka_config']}."
+               if self.config.get("kafka_config") else ""),
             "",
             "| Figure | Value | x raw consume | x baseline | Notes |",
             "|---|---:|---:|---:|---|",

@@ -18,7 +18,7 @@ from bench.replay import ReplayRun, run_replay
 from bench.report import Report
 from bench.stack import Target, delete_topics, drop_schema, fresh_schema_url, postgres_version
 from ledger.codec import Codec
-from ledger.settings import Settings
+from ledger.settings import Settings, read_kafka_config
 from ledger.topics import TOPICS, create_topics
 
 LOG = logging.getLogger("bench")
@@ -43,6 +43,7 @@ class Options:
     keep: bool
     quiet_wait: float = 0.0
     quiet_cpu: float = 40.0
+    kafka_config: Path | None = None
 
 
 class Bench:
@@ -51,7 +52,8 @@ class Bench:
         self.target = target
         self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
         self.settings = Settings(bootstrap=target.bootstrap, topic_prefix=self.prefix,
-                                 partitions=opts.partitions)
+                                 partitions=opts.partitions,
+                                 kafka_extra=read_kafka_config(opts.kafka_config))
         self.proc_settings = self.settings.with_(topic_prefix=f"{self.prefix}-proc")
         self.codec = Codec()
         self.report = Report(config={
@@ -60,7 +62,8 @@ class Bench:
             "baseline_sample": opts.baseline_sample, "commands": opts.commands,
             "accounts": opts.accounts, "latency_rate": opts.latency_rate,
             "latency_seconds": opts.latency_seconds, "max_batch": opts.max_batch,
-            "seed": opts.seed, "quiet_wait_s": opts.quiet_wait, "quiet_cpu_pct": opts.quiet_cpu})
+            "seed": opts.seed, "quiet_wait_s": opts.quiet_wait, "quiet_cpu_pct": opts.quiet_cpu,
+            "kafka_config": self.settings.redacted_kafka_extra()})
         self.schemas: list[str] = []
 
     def run(self) -> Report:
@@ -163,14 +166,15 @@ class Bench:
         run: ReplayRun
         if kind == "duckdb":
             out = self.opts.out / "replay.duckdb"
-            run = run_replay(self.settings, "duckdb:///unused.duckdb", out)
+            run = run_replay(self.settings, "duckdb:///unused.duckdb", out,
+                             kafka_config=self.opts.kafka_config)
             if not self.opts.keep:
                 for path in (out, out.with_name(out.name + ".wal")):
                     path.unlink(missing_ok=True)
         else:
             url = fresh_schema_url(self.target.postgres_url, f"{self.prefix}_replay")
             self.schemas.append(url)
-            run = run_replay(self.settings, url)
+            run = run_replay(self.settings, url, kafka_config=self.opts.kafka_config)
         if run.events != self.opts.events:
             raise RuntimeError(f"replay read {run.events} events, expected {self.opts.events}")
         self.report.set(f"replay_{kind}", run.per_s,
@@ -203,7 +207,7 @@ class Bench:
         log = opts.out / "serve.log"
         log.unlink(missing_ok=True)
         spawned = time.monotonic()
-        serve = processor.start_serve(s, log, opts.max_batch)
+        serve = processor.start_serve(s, log, opts.max_batch, opts.kafka_config)
         try:
             run = processor.wait_committed(s, ends, serve, spawned)
             self.report.set("processor", run.per_s,

@@ -20,6 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from ledger.codec import Codec
+from ledger.credits import CreditSigner
 from ledger.domain import (
     AccountOpened,
     Command,
@@ -122,6 +123,7 @@ class CommandProcessor:
         self.instance_id = instance_id
         self.max_batch, self.batch_timeout = max_batch, batch_timeout
         self.limits = Limits(settings.max_amount)
+        self.signer = CreditSigner(settings.credit_key)
         self.stats = ProcessorStats()
         self.committed: dict[int, PartitionState] = {}
         self.accounts = AccountsTable(settings, codec)
@@ -426,6 +428,8 @@ class CommandProcessor:
             )
             return
         problem = envelope_problem(wire.record["command_id"], wire.record["reason"])
+        if problem is None and wire.kind == "APPLY_CREDIT" and not self.signer.verify(msg):
+            problem = "an apply-credit record not signed by a processor (forged or re-keyed)"
         if problem is not None:
             self._reply_rejected(wire, "", RejectReason.INVALID_COMMAND, problem, store=False)
             return
@@ -485,11 +489,9 @@ class CommandProcessor:
                     value=self.codec.encode("account", opened_to_record(event)),
                 )
         for credit in decision.credits:
-            self.producer.produce(
-                self.topic["commands"],
-                key=credit.account.encode(),
-                value=self.codec.encode("command", command_to_record(credit, now)),
-            )
+            value = self.codec.encode("command", command_to_record(credit, now))
+            self.producer.produce(self.topic["commands"], key=credit.account.encode(),
+                                  value=value, headers=self.signer.sign(value))
         for state in decision.states:
             self.overlay.put(state)
             self._snapshots[state.account] = (state, last_event)

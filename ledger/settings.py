@@ -19,6 +19,7 @@ ENV_REPLICATION = "LEDGER_REPLICATION_FACTOR"
 ENV_MAX_AMOUNT = "LEDGER_MAX_AMOUNT"
 ENV_HOME = "LEDGER_HOME"
 ENV_LOG_FORMAT = "LEDGER_LOG_FORMAT"
+ENV_CREDIT_KEY = "LEDGER_CREDIT_KEY"  # secret shared by processors: signs routed credits
 ENV_TEST_BOOTSTRAP = "LEDGER_TEST_BOOTSTRAP"
 ENV_TEST_POSTGRES = "LEDGER_TEST_POSTGRES"
 ENV_TEST_KAFKA_PORT = "LEDGER_TEST_KAFKA_PORT"  # the test session's own stack, when it starts one
@@ -47,6 +48,7 @@ class Settings:
     max_amount: int = DEFAULT_MAX_AMOUNT
     home: Path = field(default_factory=default_home)
     log_format: str = "text"
+    credit_key: str = field(default="", repr=False)  # a secret: never in repr or logs
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
@@ -64,6 +66,7 @@ class Settings:
             f"{f.name}="
             f"{self.redacted_kafka_extra() if f.name == 'kafka_extra' else getattr(self, f.name)!r}"
             for f in fields(self)
+            if f.repr  # credit_key and any other secret field are left out
         )
         return f"Settings({', '.join(shown)})"
 
@@ -116,5 +119,6 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         max_amount=_int_env(env, ENV_MAX_AMOUNT, DEFAULT_MAX_AMOUNT),
         home=Path(env[ENV_HOME]) if env.get(ENV_HOME) else default_home(),
         log_format=env.get(ENV_LOG_FORMAT, "text"),
+        credit_key=env.get(ENV_CREDIT_KEY, ""),
     )
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})

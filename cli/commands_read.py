@@ -18,6 +18,7 @@ from cli.context import settings_of
 from cli.options import json_option
 from ledger.errors import RejectedError, UsageError
 from ledger.kafka import check_reachable
+from ledger.metrics import serve_projector_metrics
 from ledger.settings import Settings
 from ledger.topics import guard_topics
 from projections.duckdb_store import duckdb_path
@@ -40,9 +41,11 @@ def _reach_kafka(settings: Settings) -> None:
               help="Most records per store transaction.")
 @click.option("--batch-ms", type=click.IntRange(min=1), default=200, show_default=True,
               help="Longest time a batch collects records before it is written.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics and /healthz on this port (127.0.0.1).")
 @click.pass_context
 def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
-            batch_ms: int) -> None:
+            batch_ms: int, metrics_port: int | None) -> None:
     """Project accounts and journal events into --store; resumes at the stored positions.
 
     Several projectors against one Postgres store share the partitions."""
@@ -57,10 +60,14 @@ def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
             projector.stop()
 
         previous = signal.signal(signal.SIGTERM, on_term)
+        metrics = serve_projector_metrics(projector, metrics_port) \
+            if metrics_port is not None else None
         try:
             stats = projector.run()
         finally:
             signal.signal(signal.SIGTERM, previous)
+            if metrics is not None:
+                metrics.close()
     click.echo(f"projected {stats.events} events ({stats.records} records, "
                f"{stats.dead_letters} dead-lettered) in {stats.batches} batches, "
                f"{time.monotonic() - started:.1f}s, into {store.url}")

@@ -121,3 +121,41 @@ def serve_processor_metrics(processor: Any, port: int) -> MetricsServer:
     server = MetricsServer(registry, health, port)
     processor.metrics_server = server
     return server
+
+
+class ProjectorCollector(Collector):
+    def __init__(self, projector: Any) -> None:
+        self.p = projector
+
+    def collect(self) -> Iterator[Any]:
+        s = self.p.stats
+        yield CounterMetricFamily("ledger_projected_events", "Journal events projected.",
+                                  value=s.events)
+        yield CounterMetricFamily("ledger_projected_records", "Records projected.",
+                                  value=s.records)
+        yield CounterMetricFamily("ledger_projector_batches", "Committed store batches.",
+                                  value=s.batches)
+        yield CounterMetricFamily("ledger_dead_letters", "Records sent to the dead-letter topic.",
+                                  value=s.dead_letters)
+        yield CounterMetricFamily("ledger_position_conflicts",
+                                  "Batches dropped because another writer moved positions.",
+                                  value=s.conflicts)
+        yield GaugeMetricFamily("ledger_batch_latency_seconds", "Store time of the last batch.",
+                                value=s.last_batch_ms / 1000)
+        lag = GaugeMetricFamily("ledger_consumer_lag", "Records behind the end, per partition.",
+                                labels=["partition"])
+        for name, n in sorted(dict(s.lag).items()):
+            lag.add_metric([name], n)
+        yield lag
+
+
+def serve_projector_metrics(projector: Any, port: int) -> MetricsServer:
+    registry = CollectorRegistry()
+    registry.register(ProjectorCollector(projector))
+    running = {"ok": True}
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        return running["ok"], {"batches": projector.stats.batches,
+                               "partitions": sorted(projector.stats.lag)}
+
+    return MetricsServer(registry, health, port)

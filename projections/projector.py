@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
@@ -48,6 +48,8 @@ class ProjectorStats:
     events: int = 0
     dead_letters: int = 0
     conflicts: int = 0
+    last_batch_ms: float = 0.0
+    lag: dict[str, int] = field(default_factory=dict)  # "topic[p]" -> records behind
 
 
 def group_id(settings: Settings, store: ProjectionStore) -> str:
@@ -162,6 +164,7 @@ class Projector:
             accounts=account_table(ing.accounts.values()) if ing.accounts else None,
             positions={k: (self.expected[k], new) for k, new in moved.items()})
         self.deadletter.send(ing.bad)
+        started = time.monotonic()
         try:
             self._apply(batch)
         except PositionConflict as e:
@@ -171,8 +174,20 @@ class Projector:
             self._resync()
             return
         self.expected.update(moved)
+        self.stats.last_batch_ms = (time.monotonic() - started) * 1000
         self._count(len(ing), len(ing.events), len(ing.bad))
         ing.reset()
+        self._measure_lag()
+
+    def _measure_lag(self) -> None:
+        """On the projector's own thread (metrics scrapes must not touch the consumer)."""
+        lag = {}
+        for (topic, part), pos in self.expected.items():
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, part),
+                                                             cached=True)
+            if high >= 0:
+                lag[f"{topic}[{part}]"] = max(0, high - pos)
+        self.stats.lag = lag
 
     def _apply(self, batch: Batch) -> None:
         """Apply a batch, waiting out a store outage with backoff instead of dying.

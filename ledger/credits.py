@@ -23,12 +23,16 @@ log = logging.getLogger("ledger.processor")
 
 class CreditSigner:
     def __init__(self, key: str) -> None:
-        if not key:
+        self.development = not key
+        self._key = key.encode() if key else DEVELOPMENT_KEY
+
+    def warn_if_development(self) -> None:
+        """Said once the service is up, so a failed start still prints one line only."""
+        if self.development:
             log.warning(
                 "LEDGER_CREDIT_KEY is not set: routed credits are signed with the "
                 "public development key; set a secret key in production"
             )
-        self._key = key.encode() if key else DEVELOPMENT_KEY
 
     def sign(self, value: bytes) -> list[tuple[str, str | bytes | None]]:
         return [(HEADER, self._mac(value))]

@@ -154,6 +154,7 @@ class CommandProcessor:
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         guard_topics(self.settings)
+        self.signer.warn_if_development()
         self.partitions = topic_partitions(self.settings, self.topic["commands"])
         self.producer = self._init_producer()
         self.accounts.start()

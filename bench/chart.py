@@ -43,7 +43,8 @@ def draw(report: Report, path: Path) -> Path:
     for bar, (key, value) in zip(bars, rates[::-1], strict=True):
         base = report.ratio(key, "seed_baseline")
         extra = f"  ({base:,.0f}x baseline)" if base and key != "seed_baseline" else ""
-        ax_rate.text(value, bar.get_y() + bar.get_height() / 2, f" {value:,.0f}{extra}",
+        at = max(value, TARGET_LINES.get(key, 0) * 1.08)  # never under a target tick
+        ax_rate.text(at, bar.get_y() + bar.get_height() / 2, f" {value:,.0f}{extra}",
                      va="center", fontsize=8)
     for key, target in TARGET_LINES.items():
         if key in dict(rates):

@@ -11,6 +11,7 @@ projections.parallel); this process writes.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections import deque
@@ -76,6 +77,18 @@ class Replay:
         self.result = ReplayResult()
 
     def run(self) -> ReplayResult:
+        # Millions of short-lived rows trigger cyclic GC passes that find nothing to free
+        # (1-2.6 s of a 1M replay measured); freeze what exists and collect rarely.
+        gc.freeze()
+        threshold = gc.get_threshold()
+        gc.set_threshold(100_000, 50, 1000)
+        try:
+            return self._run()
+        finally:
+            gc.set_threshold(*threshold)
+            gc.unfreeze()
+
+    def _run(self) -> ReplayResult:
         consumer = make_consumer(self.settings, None)
         try:
             ranges = self._ranges(consumer)

@@ -16,14 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
-
 from faults.fold import Fold, fold_journal
 from faults.schedule import Kill, draw_schedule
 from ledger.client import LedgerClient
-from ledger.codec import Codec
 from ledger.domain import Actor, Command, Earn, Join, OpenAccount, Spend
-from ledger.kafka import make_consumer
+from ledger.journal import latest_by_key
 from ledger.processor_io import pending_commands
 from ledger.records import Outcome
 from ledger.settings import Settings
@@ -316,20 +313,8 @@ def check(settings: Settings, outcomes: dict[str, Outcome], report: FaultReport)
 
 
 def _check_snapshots(settings: Settings, fold: Fold, report: FaultReport) -> None:
-    codec, topic = Codec(), settings.topic("balances")
-    consumer = make_consumer(settings, None, **{"enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-    pending, snap = set(range(settings.partitions)), {}
-    while pending:
-        for msg in consumer.consume(5000, timeout=1.0):
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                continue
-            rec = codec.decode_as("balance", msg.value())
-            snap[rec["account"]] = rec["balance"]
-    consumer.close()
+    snap = {rec["account"]: rec["balance"]
+            for rec in latest_by_key(settings, "balances", "balance").values()}
     parties = {a: b for a, b in fold.balances.items() if not a.startswith("system:")}
     wrong = [a for a in set(parties) | set(snap) if parties.get(a, 0) != snap.get(a, 0)]
     if wrong:

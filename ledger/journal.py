@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
@@ -92,3 +93,26 @@ def find_event(settings: Settings, event_id: str, codec: Codec | None = None) ->
     if event_id not in found:
         raise RejectedError(f"no event {event_id} in {settings.topic('events')}")
     return found[event_id]
+
+
+def latest_by_key(settings: Settings, topic_name: str, schema: str,
+                  codec: Codec | None = None) -> dict[str, dict[str, Any]]:
+    """The last committed record per key of a topic: the view a compacted topic converges to."""
+    codec = codec or Codec()
+    topic = settings.topic(topic_name)
+    parts = topic_partitions(settings, topic)
+    consumer = make_consumer(settings, None, **{"enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(parts)])
+    pending, out = set(range(parts)), {}
+    try:
+        while pending:
+            for msg in consumer.consume(5000, timeout=0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition() or 0)
+                    continue
+                out[(msg.key() or b"").decode()] = codec.decode_as(schema, msg.value())
+    finally:
+        consumer.close()
+    return out

@@ -11,12 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import KafkaError, TopicPartition
-
 from ledger.codec import Codec
 from ledger.domain import JournalEntry
-from ledger.journal import read_journal
-from ledger.kafka import make_consumer
+from ledger.journal import latest_by_key, read_journal
 from ledger.processor import CommandProcessor
 from ledger.processor_io import pending_commands
 from ledger.settings import Settings
@@ -108,22 +105,7 @@ def journal(settings: Settings) -> list[JournalEntry]:
 
 def latest(settings: Settings, topic_name: str, schema: str) -> dict[str, dict[str, object]]:
     """The last committed record per key of a topic (a compacted view)."""
-    codec = Codec()
-    topic = settings.topic(topic_name)
-    consumer = make_consumer(settings, None, **{"enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-    pending, out = set(range(settings.partitions)), {}
-    while pending:
-        for msg in consumer.consume(1000, timeout=0.5):
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                continue
-            rec = codec.decode_as(schema, msg.value())
-            out[(msg.key() or b"").decode()] = rec
-    consumer.close()
-    return out
+    return latest_by_key(settings, topic_name, schema)
 
 
 def wait_for_processor_idle(settings: Settings, timeout: float = 60) -> None:

@@ -92,6 +92,8 @@ def _varint(d: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         n |= (b & 0x7F) << shift
         if b < 0x80:
+            if n >> 64:  # a long is 64 bits; Arrow's int64 columns could not hold it
+                raise MalformedRecordError("varint overflows 64 bits")
             return (n >> 1) ^ -(n & 1), pos
         shift += 7
         if shift > 63:

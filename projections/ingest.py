@@ -16,6 +16,7 @@ from confluent_kafka import Message
 from ledger.codec import HEADER_LEN, Codec
 from ledger.errors import CodecError, UnknownFingerprintError
 from ledger.settings import Settings
+from projections import fastread
 from projections.decode import EventColumns, EventDecoder, read_events
 from projections.log import check_message_error
 from projections.rows import audit_table
@@ -37,10 +38,13 @@ class Ingest:
     """One batch being built: audit columns, latest account states, bad records."""
 
     def __init__(self, settings: Settings, codec: Codec | None = None,
-                 as_of: int | None = None) -> None:
+                 as_of: int | None = None, native: bool | None = None) -> None:
         self.settings = settings
         self.codec = codec or Codec()
         self.decoder = EventDecoder(self.codec)
+        # The compiled reader when built; native=False forces the pure-Python one (tests).
+        self.native = (fastread.available() if native is None else native) \
+            and len(self.decoder.fast_header) == HEADER_LEN
         self.events_topic = settings.topic("events")
         self.accounts_topic = settings.topic("accounts")
         self.as_of = as_of
@@ -48,7 +52,10 @@ class Ingest:
         self.reset()
 
     def reset(self) -> None:
-        self.events.reset()
+        self.events.reset()  # events read in Python
+        self.chunks: list[pa.Table] = []  # audit rows from the compiled reader
+        self.native_events = 0
+        self.fast_partitions: set[int] = set()
         self.accounts: dict[str, dict[str, Any]] = {}
         self.bad: list[BadRecord] = []
         self.records = 0  # messages taken, of both topics
@@ -58,19 +65,35 @@ class Ingest:
     def __len__(self) -> int:
         return self.records
 
-    def detach(self) -> EventColumns:
-        """Hand the batch's event columns over (to a writer thread) and start a new batch."""
-        events = self.events
-        self.events = EventColumns()
-        self.reset()
-        return events
+    @property
+    def event_count(self) -> int:
+        """Events taken into the batch (left-out and bad ones not counted)."""
+        return self.native_events + len(self.events)
 
     def audit(self) -> pa.Table:
         """The batch's audit rows."""
-        return audit_table(self.events, self.events_topic)
+        tables = [*self.chunks, audit_table(self.events, self.events_topic)]
+        # One chunk per consume call would reach the store as many small appends.
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
 
     def add(self, msgs: list[Message]) -> None:
-        """Take consumed messages: events in bulk through the fast reader, the rest one by one."""
+        """Take consumed messages: events in bulk through a fast reader, the rest one by one."""
+        self.records += len(msgs)
+        if not self.native:
+            self._add_python(msgs)
+            return
+        table, failures, later, events, slow, partitions = fastread.read_messages(
+            msgs, self.events_topic, self.decoder.fast_header, self.as_of)
+        self.chunks.append(table)
+        self.native_events += events
+        self.later += later
+        self.fast_partitions.update(partitions)
+        for index, exc in failures:
+            self._set_aside(msgs[index], exc)
+        if slow:
+            self._add_python([msgs[i] for i in slow])
+
+    def _add_python(self, msgs: list[Message]) -> None:
         events_topic = self.events_topic
         fast = self.decoder.fast_header
         values: list[bytes] = []
@@ -87,14 +110,15 @@ class Ingest:
                 fast_msgs.append(m)
             else:
                 self._add_event(m)
-        self.records += len(msgs)
         if values:
             self._add_fast(values, fast_msgs)
 
     def _add_fast(self, values: list[bytes], msgs: list[Message]) -> None:
         before = len(self.events)
-        failures = read_events(self.events, values, [m.partition() or 0 for m in msgs],
-                               [m.offset() or 0 for m in msgs], self.as_of)
+        partitions = [m.partition() or 0 for m in msgs]
+        self.fast_partitions.update(partitions)  # left-out events' too, as the native reader
+        failures = read_events(self.events, values, partitions, [m.offset() or 0 for m in msgs],
+                               self.as_of)
         for index, exc in failures:
             self._set_aside(msgs[index], exc)
         self.later += len(values) - len(failures) - (len(self.events) - before)
@@ -114,7 +138,8 @@ class Ingest:
 
     def partitions(self) -> set[tuple[str, int]]:
         """Every (topic, partition) the batch holds records of."""
-        events = {(self.events_topic, p) for p in set(self.events.partition)}
+        events = {(self.events_topic, p)
+                  for p in self.fast_partitions.union(self.events.partition)}
         return events | self.other_partitions
 
     def _add_account(self, m: Message) -> None:

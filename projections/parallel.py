@@ -57,7 +57,7 @@ def decode_ranges(settings: Settings, ranges: Ranges, as_of: int | None,
 
 def _take(ingest: Ingest) -> Decoded:
     d = Decoded(ingest.audit(), ingest.accounts, ingest.bad, ingest.records, ingest.later,
-                len(ingest.events))
+                ingest.event_count)
     ingest.reset()
     return d
 

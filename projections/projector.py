@@ -175,7 +175,7 @@ class Projector:
             return
         self.expected.update(moved)
         self.stats.last_batch_ms = (time.monotonic() - started) * 1000
-        self._count(len(ing), len(ing.events), len(ing.bad))
+        self._count(len(ing), ing.event_count, len(ing.bad))
         ing.reset()
         self._measure_lag()
 

@@ -176,7 +176,7 @@ class Replay:
             accounts=account_table(self.accounts.values()), balances=self.balances.table(),
             positions=self.result.ends))
         self.result.checksum = balance_checksum(self.balances.pairs())
-        self.result.accounts = len(self.balances.balances)
+        self.result.accounts = len(self.balances)
         self._check_shadow()
         self.store.swap_rebuild(self.as_of)
         for b in self.result.bad:

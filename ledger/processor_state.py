@@ -28,6 +28,21 @@ log = logging.getLogger("ledger.processor")
 
 
 @dataclass
+class ProcessorStats:
+    """Counters for logs and metrics."""
+
+    batches: int = 0
+    commands: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    aborts: int = 0
+    rejoins: int = 0
+    producer_restarts: int = 0
+    last_batch_ms: float = 0.0
+
+
+@dataclass
 class PartitionState:
     balances: dict[str, AccountState] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)

@@ -585,14 +585,15 @@ def test_a_record_whose_handling_fails_is_dead_lettered_alone(settings: Settings
     every other command of the batch is decided exactly once."""
     threaded = start_processor(settings, "poison")
     processor = threaded.processor
-    decide = processor._decide
+    handler = processor.handler
+    decide = handler._decide
 
     def failing(wire: Any, command: Any) -> None:
         if command.command_id == "boom":
             raise RuntimeError("injected failure")
         decide(wire, command)
 
-    processor._decide = failing  # type: ignore[method-assign]
+    handler._decide = failing  # type: ignore[method-assign]
     observer = Observer(settings)
     client = LedgerClient(settings)
     try:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-import ledger.processor as processor_module
+import ledger.processor_txn as txn_module
 from ledger.client import LedgerClient
 from ledger.domain import Actor, Earn, OpenAccount
 from ledger.settings import Settings
@@ -100,8 +100,8 @@ def test_a_fatally_failed_consumer_is_replaced(settings: Settings) -> None:
 def test_a_stuck_transactional_call_is_fenced_and_the_batch_retried(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(processor_module, "TXN_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(processor_module, "WATCHDOG_GRACE_S", 1.0)
+    monkeypatch.setattr(txn_module, "TXN_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(txn_module, "WATCHDOG_GRACE_S", 1.0)
     threaded = start_processor(settings, "stuck")
     processor = threaded.processor
     client = LedgerClient(settings)

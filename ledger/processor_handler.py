@@ -1,0 +1,269 @@
+"""One command record in, its records out: decode, check, decide, write (inside a batch).
+
+Everything here runs inside the batch's open Kafka transaction: journal events,
+account states, routed credits and results are produced at once, balance
+snapshots once per account at the end of the batch. State changes go to the
+overlay, which the processor merges only after the transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from ledger.codec import Codec
+from ledger.credits import CreditSigner
+from ledger.domain import (
+    AccountOpened,
+    Command,
+    Decision,
+    JournalEntry,
+    Limits,
+    Rejected,
+    RejectReason,
+    decide,
+    envelope_problem,
+)
+from ledger.errors import CodecError, MalformedRecordError
+from ledger.kafka import partition_for
+from ledger.processor_io import JournalFetcher, dead_letter
+from ledger.processor_state import Overlay, ProcessorStats
+from ledger.records import (
+    Outcome,
+    WireCommand,
+    command_from_record,
+    command_to_record,
+    entry_to_record,
+    opened_to_record,
+    record_problem,
+    reverse_command,
+    snapshot_to_record,
+)
+from ledger.settings import Settings
+
+log = logging.getLogger("ledger.processor")
+
+# Kafka errors raised while producing for one record that retrying cannot cure: the record is
+# a poison pill (dead-lettered), not a reason to abort and retry the batch forever.
+_RECORD_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._INVALID_ARG})
+
+TOPIC_NAMES = ("commands", "events", "accounts", "balances", "results", "deadletter")
+
+
+class Poisoned(Exception):
+    """Handling one record failed in a way a retry would repeat."""
+
+    def __init__(self, position: tuple[int, int], error: Exception) -> None:
+        super().__init__(str(error))
+        self.position, self.error = position, error
+
+
+class CommandHandler:
+    """Decides the records of one batch into the open transaction of `producer`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        overlay: Overlay,
+        stats: ProcessorStats,
+        fetcher: JournalFetcher,
+    ) -> None:
+        self.codec, self.overlay, self.stats, self.fetcher = codec, overlay, stats, fetcher
+        self.limits = Limits(settings.max_amount)
+        self.signer = CreditSigner(settings.credit_key)
+        self.topic = {n: settings.topic(n) for n in TOPIC_NAMES}
+        self.partitions = 0  # of the commands topic, known once the processor runs
+        self.producer: Producer | None = None  # the open transaction's, set per batch
+        self._snapshots: dict[str, tuple[Any, str | None]] = {}
+        # Records whose handling failed for good, by (partition, offset): dead-lettered when
+        # the aborted batch is consumed again.
+        self.poisoned: dict[tuple[int, int], Exception] = {}
+
+    def discard(self) -> None:
+        """Forget the batch's pending snapshots (its transaction is gone)."""
+        self._snapshots.clear()
+
+    def handle_guarded(self, msg: Message) -> None:
+        """Handle one record; a failure that would recur on retry poisons only that record."""
+        position = position_of(msg)
+        poison = self.poisoned.pop(position, None)
+        if poison is not None:
+            self.stats.commands += 1
+            self._dead_letter(msg, poison)
+            return
+        try:
+            self._handle(msg)
+        except BufferError:
+            raise  # the local queue is full: transient, never the record's fault
+        except KafkaException as e:
+            if e.args[0].code() not in _RECORD_ERRORS:
+                raise  # the broker or the transaction: abort and retry the batch
+            raise Poisoned(position, e) from e
+        except Exception as e:  # input nobody foresaw must stop one record, not the service
+            raise Poisoned(position, e) from e
+
+    def _handle(self, msg: Message) -> None:
+        self.stats.commands += 1
+        self.overlay.bind(position_of(msg)[0])
+        try:
+            rec = self.codec.decode_as("command", msg.value())
+            problem = record_problem(rec)
+            if problem is not None:  # no usable id to answer by
+                raise MalformedRecordError(problem)
+            wire = command_from_record(rec)
+        except CodecError as e:
+            self._dead_letter(msg, e)
+            return
+        key = (msg.key() or b"").decode("utf-8", "replace")
+        if key != wire.key or partition_for(msg.key() or b"", self.partitions) != msg.partition():
+            # Refusals (not decisions) are not remembered: the id stays free for a proper send.
+            self._reply_rejected(
+                wire,
+                payload="",
+                reason=RejectReason.MISROUTED,
+                detail=f"record key {_shorten(key)} on partition {msg.partition()} "
+                f"does not route {wire.key}",
+                store=False,
+            )
+            return
+        problem = envelope_problem(wire.record["command_id"], wire.record["reason"])
+        if problem is None and wire.kind == "APPLY_CREDIT" and not self.signer.verify(msg):
+            problem = "an apply-credit record not signed by a processor (forged or re-keyed)"
+        if problem is not None:
+            self._reply_rejected(wire, "", RejectReason.INVALID_COMMAND, problem, store=False)
+            return
+        command = wire.command or self._build_reverse(wire)
+        if isinstance(command, Rejected):
+            self._reply_rejected(wire, "", command.reason, command.detail, store=False)
+            return
+        self._decide(wire, command)
+
+    def _decide(self, wire: WireCommand, command: Command) -> None:
+        fingerprint = wire.fingerprint  # the payload as sent, minus id and timestamp
+        previous = self.overlay.outcome(command.command_id)
+        if previous is not None:
+            if previous.payload_fingerprint == fingerprint:
+                self._emit_result(previous)  # same id, same payload: the first outcome again
+            else:
+                self._reply_rejected(
+                    wire,
+                    fingerprint,
+                    RejectReason.CONFLICT,
+                    f"command id {command.command_id} was used for another command",
+                    store=False,
+                )
+            return
+        now = int(time.time() * 1000)
+        decision = decide(
+            self.overlay,
+            command,
+            now_ms=now,
+            limits=self.limits,
+            reversed_ids=self.overlay.is_reversed(),
+        )
+        self._write(wire, command, decision, fingerprint, now)
+
+    def _write(
+        self, wire: WireCommand, command: Command, decision: Decision, fingerprint: str, now: int
+    ) -> None:
+        if isinstance(decision, Rejected):
+            self._reply_rejected(wire, fingerprint, decision.reason, decision.detail)
+            return
+        assert self.producer is not None
+        key = wire.key.encode()
+        last_event: str | None = None
+        for event in decision.events:
+            if isinstance(event, JournalEntry):
+                last_event = event.event_id
+                self.producer.produce(
+                    self.topic["events"],
+                    key=key,
+                    value=self.codec.encode("event", entry_to_record(event)),
+                )
+            elif isinstance(event, AccountOpened):
+                self.overlay.opened.add(event.account)
+                self.producer.produce(
+                    self.topic["accounts"],
+                    key=event.account.encode(),
+                    value=self.codec.encode("account", opened_to_record(event)),
+                )
+        for credit in decision.credits:
+            value = self.codec.encode("command", command_to_record(credit, now))
+            self.producer.produce(self.topic["commands"], key=credit.account.encode(),
+                                  value=value, headers=self.signer.sign(value))
+        for state in decision.states:
+            self.overlay.put(state)
+            self._snapshots[state.account] = (state, last_event)
+        reverses = wire.record["ref_event_id"] if wire.kind == "REVERSE" else None
+        outcome = Outcome(
+            command.command_id, True, None, "", decision.event_ids, wire.key, fingerprint, reverses
+        )
+        self.stats.accepted += 1
+        self.overlay.record(outcome)
+        self._emit_result(outcome)
+
+    def flush_snapshots(self) -> None:
+        """One snapshot per account per batch: the topic is compacted, the last one counts."""
+        assert self.producer is not None
+        now = int(time.time() * 1000)
+        for account, (state, last_event) in self._snapshots.items():
+            self.producer.produce(
+                self.topic["balances"],
+                key=account.encode(),
+                value=self.codec.encode("balance", snapshot_to_record(state, now, last_event)),
+            )
+        self._snapshots.clear()
+
+    def _reply_rejected(
+        self, wire: WireCommand, payload: str, reason: RejectReason, detail: str, store: bool = True
+    ) -> None:
+        outcome = Outcome(
+            wire.record["command_id"], False, str(reason), detail, (), wire.key, payload
+        )
+        self.stats.rejected[str(reason)] = self.stats.rejected.get(str(reason), 0) + 1
+        if store:
+            self.overlay.record(outcome)
+        self._emit_result(outcome)
+
+    def _emit_result(self, outcome: Outcome) -> None:
+        assert self.producer is not None
+        value = self.codec.encode("result", outcome.to_record(int(time.time() * 1000)))
+        self.producer.produce(self.topic["results"], key=outcome.account.encode(), value=value)
+
+    def _build_reverse(self, wire: WireCommand) -> Command | Rejected:
+        ref = wire.ref
+        if ref is None:
+            return Rejected(RejectReason.NOT_REVERSIBLE, "reverse needs the event's position")
+        if not (0 <= ref.partition < self.partitions and ref.offset >= 0):
+            return Rejected(
+                RejectReason.NOT_REVERSIBLE,
+                f"no position {ref.partition}@{ref.offset} in {self.topic['events']}",
+            )
+        found = self.fetcher.fetch(ref)
+        if isinstance(found, str):
+            return Rejected(RejectReason.NOT_REVERSIBLE, found)
+        return reverse_command(wire, found.postings)
+
+    def _dead_letter(self, msg: Message, error: Exception) -> None:
+        assert self.producer is not None
+        self.stats.dead_letters += 1
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error
+        )
+        dead_letter(self.producer, self.topic["deadletter"], msg, error)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(text)} characters)"
+
+
+def position_of(msg: Message) -> tuple[int, int]:
+    """Partition and offset of a consumed message (never None once consumed)."""
+    partition, offset = msg.partition(), msg.offset()
+    assert partition is not None and offset is not None
+    return partition, offset

@@ -51,8 +51,10 @@ def dev() -> None:
 @click.option(
     "--auth",
     is_flag=True,
-    help="Also open a SASL_PLAINTEXT listener (SCRAM-SHA-256, user admin) on 9096; "
-    "its client settings are written to a file to pass with --kafka-config.",
+    help="Require a SCRAM-SHA-256 login (user admin) on every client listener: "
+    "SASL_PLAINTEXT on the broker ports and SASL_SSL on 9096 (9096-9098 with 3 brokers; "
+    "certificate from a throwaway CA in the dev home); no plaintext listener. "
+    "The client settings of each are written to a file (mode 600) for --kafka-config.",
 )
 @click.pass_context
 def up(ctx: click.Context, brokers: str, postgres: bool, auth: bool) -> None:

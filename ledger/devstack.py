@@ -2,8 +2,9 @@
 
 Everything lives under one home directory (``ledger.settings.default_home()``):
 ``kafka-4.1.1/lib`` (jar cache), ``kafka-<n>broker/node-<id>`` (config, data, logs, pid
-file), ``postgres/`` (pid file, log, state) and ``stack.json`` (what ``up`` started).
-Only processes recorded in those pid files are ever stopped.
+file), ``kafka-<n>broker/auth`` and ``client-sasl*.properties`` (auth mode's passwords,
+certificates and client settings), ``postgres/`` (pid file, log, state) and ``stack.json``
+(what ``up`` started). Only processes recorded in those pid files are ever stopped.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class StackInfo:
     brokers: int = 0
     bootstrap: str | None = None
     postgres_url: str | None = None
-    sasl_bootstrap: str | None = None
-    sasl_config: Path | None = None
+    client_config: Path | None = None  # auth mode: --kafka-config for `bootstrap`
+    tls_bootstrap: str | None = None  # auth mode: the SASL_SSL listeners
+    tls_config: Path | None = None  # auth mode: --kafka-config for `tls_bootstrap`
     processes: list[ProcessInfo] = field(default_factory=list)
 
     @property
@@ -52,13 +54,17 @@ class StackInfo:
     def describe(self) -> list[str]:
         """Human-readable lines: connection strings first, then one line per process."""
         lines = [] if self.running else ["nothing is running"]
-        if self.bootstrap and any(p.alive for p in self.processes if p.name != "postgres"):
+        kafka_up = any(p.alive for p in self.processes if p.name != "postgres")
+        if self.bootstrap and kafka_up and self.client_config:
+            lines.append(f"kafka bootstrap: {self.bootstrap}  ({self.brokers} broker(s), "
+                         f"SASL_PLAINTEXT + SCRAM-SHA-256: --kafka-config {self.client_config})")
+        elif self.bootstrap and kafka_up:
             lines.append(f"kafka bootstrap: {self.bootstrap}  ({self.brokers} broker(s))")
         elif self.bootstrap:
             lines.append(f"kafka: not running (configured bootstrap {self.bootstrap})")
-        if self.sasl_bootstrap and self.sasl_config:
-            lines.append(f"kafka SASL/SCRAM bootstrap: {self.sasl_bootstrap}  "
-                         f"(client settings: --kafka-config {self.sasl_config})")
+        if self.tls_bootstrap and self.tls_config and kafka_up:
+            lines.append(f"kafka TLS bootstrap: {self.tls_bootstrap}  "
+                         f"(SASL_SSL + SCRAM-SHA-256: --kafka-config {self.tls_config})")
         if self.postgres_url:
             lines.append(f"postgres: {self.postgres_url}")
         for p in self.processes:
@@ -123,8 +129,6 @@ def up(
     kafka.ensure_jars(jars)
     _start_nodes(home, spec, jars, missing)
     _save_stack(home, _Stack(spec, jars))
-    if spec.auth:
-        kafka.ensure_scram_admin(home, spec)
     if postgres:
         pg.up(home, pg_port)
     return status(home)
@@ -143,8 +147,7 @@ def _check_request(home: Path, spec: kafka.ClusterSpec) -> kafka.ClusterSpec:
     current = _load_stack(home)
     if not current or not _live_nodes(home, spec.brokers) or current.spec == spec:
         return spec
-    if current.spec == replace(spec, auth=True):
-        return current.spec  # auth on is a superset: the plaintext listener stays
+    # Auth on or off changes what the broker port speaks: never hand out the other one.
     old = current.spec
     raise UsageError(
         f"the stack running in {home} has other settings ({old.brokers} broker(s) from port "
@@ -155,13 +158,14 @@ def _check_request(home: Path, spec: kafka.ClusterSpec) -> kafka.ClusterSpec:
 def _start_nodes(home: Path, spec: kafka.ClusterSpec, jars: Path, nodes: list[int]) -> None:
     if not nodes:
         return
+    security = kafka.prepare_auth(home, spec)
     for n in nodes:
-        kafka.write_node_config(home, spec, n)
-    kafka.format_nodes(home, spec, jars)
+        kafka.write_node_config(home, spec, n, security)
+    kafka.format_nodes(home, spec, jars, security)
     for n in nodes:
         kafka.start_node(home, spec, n, jars)
     try:
-        kafka.wait_ready(home, spec, spec.node_ids)
+        kafka.wait_ready(home, spec, spec.node_ids, security)
     except InfrastructureError:
         _stop_nodes(home, spec.brokers, nodes)  # leave no half-started JVMs behind
         raise
@@ -253,11 +257,12 @@ def _kafka_status(home: Path, spec: kafka.ClusterSpec) -> StackInfo:
                     kafka.node_dir(home, spec.brokers, n) / "server.log")
         for n in spec.node_ids
     ]
-    sasl = kafka.auth_config_path(home, spec.brokers)
-    with_sasl = spec.auth and sasl.is_file()
-    return StackInfo(brokers=spec.brokers, bootstrap=spec.bootstrap,
-                     sasl_bootstrap=spec.sasl_bootstrap if with_sasl else None,
-                     sasl_config=sasl if with_sasl else None, processes=procs)
+    info = StackInfo(brokers=spec.brokers, bootstrap=spec.bootstrap, processes=procs)
+    files = kafka.auth_files(home, spec.brokers)
+    if not (spec.auth and files.client_config.is_file() and files.tls_client_config.is_file()):
+        return info
+    return replace(info, client_config=files.client_config, tls_bootstrap=spec.tls_bootstrap,
+                   tls_config=files.tls_client_config)
 
 
 def _require_stack(home: Path) -> _Stack:
@@ -288,7 +293,8 @@ def start_broker(home: Path, node_id: int) -> int:
     if pid:
         return pid
     proc.require_ports_free(spec.node_ports(node_id), f"Kafka node {node_id}")
-    kafka.write_node_config(home, spec, node_id)
+    security = kafka.prepare_auth(home, spec)
+    kafka.write_node_config(home, spec, node_id, security)
     pid = kafka.start_node(home, spec, node_id, stack.jars_dir)
-    kafka.wait_ready(home, spec, [node_id])
+    kafka.wait_ready(home, spec, [node_id], security)
     return pid

@@ -5,27 +5,19 @@ from __future__ import annotations
 import base64
 import fcntl
 import json
-import os
-import secrets
 import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
-# Re-exported by confluent_kafka.admin at run time, though not declared for type checkers.
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    ScramCredentialInfo,
-    ScramMechanism,
-    UserScramCredentialUpsertion,
-)
-
+from ledger import devstack_auth as auth
 from ledger import devstack_proc as proc
 from ledger.errors import InfrastructureError
 
@@ -35,8 +27,7 @@ MAIN_CLASS = "kafka.Kafka"
 READY_TIMEOUT_S = 60.0
 FETCH_TIMEOUT_S = 900.0
 CONTROLLER_OFFSET = 10_000  # controller port = broker port + 10000
-SASL_OFFSET = 4  # SASL listener of node n: base_port + 4 + (n - 1), 9096 for the default
-ADMIN_USER = "admin"
+TLS_OFFSET = 4  # auth mode's SASL_SSL listener of node n: base_port + 4 + (n - 1), 9096
 HEAP = {1: "512m", 3: "384m"}
 JVM_OPTS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true")
 
@@ -93,20 +84,20 @@ class ClusterSpec:
     def controller_port(self, node_id: int) -> int:
         return self.port(node_id) + CONTROLLER_OFFSET
 
-    def sasl_port(self, node_id: int) -> int:
-        return self.base_port + SASL_OFFSET + node_id - 1
+    def tls_port(self, node_id: int) -> int:
+        return self.base_port + TLS_OFFSET + node_id - 1
 
     def node_ports(self, node_id: int) -> list[int]:
         ports = [self.port(node_id), self.controller_port(node_id)]
-        return [*ports, self.sasl_port(node_id)] if self.auth else ports
+        return [*ports, self.tls_port(node_id)] if self.auth else ports
 
     @property
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{self.port(n)}" for n in self.node_ids)
 
     @property
-    def sasl_bootstrap(self) -> str:
-        return ",".join(f"127.0.0.1:{self.sasl_port(n)}" for n in self.node_ids)
+    def tls_bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.tls_port(n)}" for n in self.node_ids)
 
 
 def cluster_dir(home: Path, brokers: int) -> Path:
@@ -193,25 +184,23 @@ def _require_tool(name: str, what: str, package: str) -> str:
 # --- configuration and format ------------------------------------------------------------------
 
 
-def server_properties(spec: ClusterSpec, node_id: int, data_dir: Path) -> str:
+def server_properties(
+    spec: ClusterSpec, node_id: int, data_dir: Path, security: auth.Security | None = None
+) -> str:
+    """One node's server.properties; auth mode (``security``) swaps the listeners."""
+    if spec.auth != (security is not None):
+        raise ValueError("auth mode needs its security settings, and only auth mode")
     voters = ",".join(f"{n}@127.0.0.1:{spec.controller_port(n)}" for n in spec.node_ids)
     rf, isr = (3, 2) if spec.brokers >= 3 else (1, 1)
-    listeners = [f"PLAINTEXT://127.0.0.1:{spec.port(node_id)}",
-                 f"CONTROLLER://127.0.0.1:{spec.controller_port(node_id)}"]
-    advertised = [f"PLAINTEXT://127.0.0.1:{spec.port(node_id)}"]
-    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
-    if spec.auth:
-        listeners.append(f"SASL://127.0.0.1:{spec.sasl_port(node_id)}")
-        advertised.append(f"SASL://127.0.0.1:{spec.sasl_port(node_id)}")
-        protocols.append("SASL:SASL_PLAINTEXT")
+    port, controller = spec.port(node_id), spec.controller_port(node_id)
     props = {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
         "controller.quorum.voters": voters,
-        "listeners": ",".join(listeners),
-        "advertised.listeners": ",".join(advertised),
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": ",".join(protocols),
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(data_dir),
         "auto.create.topics.enable": "false",
@@ -224,12 +213,9 @@ def server_properties(spec: ClusterSpec, node_id: int, data_dir: Path) -> str:
         "share.coordinator.state.topic.min.isr": str(isr),
         "group.initial.rebalance.delay.ms": "0",
     }
-    if spec.auth:
-        props["sasl.enabled.mechanisms"] = "SCRAM-SHA-256"
-        props["listener.name.sasl.scram-sha-256.sasl.jaas.config"] = (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        )
-    return "".join(f"{k}={v}\n" for k, v in props.items())
+    if security is not None:
+        props.update(auth.listener_props(port, spec.tls_port(node_id), controller, security))
+    return auth.properties_text(props)
 
 
 def new_cluster_id() -> str:
@@ -251,13 +237,19 @@ def cluster_id(home: Path, brokers: int) -> str:
     return cid
 
 
-def write_node_config(home: Path, spec: ClusterSpec, node_id: int) -> Path:
+def write_node_config(
+    home: Path, spec: ClusterSpec, node_id: int, security: auth.Security | None = None
+) -> Path:
     nd = node_dir(home, spec.brokers, node_id)
     nd.mkdir(parents=True, exist_ok=True)
     (nd / "log4j2.properties").write_text(LOG4J2.format(log=nd / "server.log"))
     (nd / "tools-log4j2.properties").write_text(TOOLS_LOG4J2)
     props = nd / "server.properties"
-    props.write_text(server_properties(spec, node_id, nd / "data"))
+    text = server_properties(spec, node_id, nd / "data", security)
+    if security is None:
+        props.write_text(text)
+    else:  # it holds the brokers' own password
+        auth.write_private(props, text)
     return props
 
 
@@ -268,16 +260,50 @@ def _java(jars_dir: Path, log_config: Path, heap: str | None = None) -> list[str
             f"-Dlog4j2.configurationFile={log_config}"]
 
 
-def format_nodes(home: Path, spec: ClusterSpec, jars_dir: Path) -> None:
-    """Format the KRaft storage of every node not yet formatted (in parallel: JVM starts)."""
+def formatted(home: Path, brokers: int, node_id: int) -> bool:
+    return (node_dir(home, brokers, node_id) / "data" / "meta.properties").is_file()
+
+
+def format_nodes(
+    home: Path, spec: ClusterSpec, jars_dir: Path, security: auth.Security | None = None
+) -> None:
+    """Format the KRaft storage of every node not yet formatted (in parallel: JVM starts).
+
+    Auth mode also writes the SCRAM users into the metadata log: brokers need theirs
+    before any listener of theirs accepts a login.
+    """
+    todo = [n for n in spec.node_ids if not formatted(home, spec.brokers, n)]
+    if not todo:
+        return
+    scram: list[str] = []
+    hidden: list[str] = []
+    if security is not None:
+        auth.write_private(security.files.format_args,
+                           auth.scram_format_args(security.creds))
+        scram = [f"@{security.files.format_args}"]
+        hidden = [security.creds.admin_password, security.creds.broker_password]
+    try:
+        _format(home, spec, jars_dir, todo, scram, hidden)
+    finally:
+        if security is not None:
+            security.files.format_args.unlink(missing_ok=True)
+
+
+def _format(
+    home: Path,
+    spec: ClusterSpec,
+    jars_dir: Path,
+    nodes: list[int],
+    extra: list[str],
+    hidden: list[str],
+) -> None:
     cid = cluster_id(home, spec.brokers)
     running: list[tuple[int, subprocess.Popen[str]]] = []
-    for n in spec.node_ids:
+    for n in nodes:
         nd = node_dir(home, spec.brokers, n)
-        if (nd / "data" / "meta.properties").is_file():
-            continue
         argv = [*_java(jars_dir, nd / "tools-log4j2.properties"), "kafka.tools.StorageTool",
-                "format", "-t", cid, "-c", str(nd / "server.properties"), "--ignore-formatted"]
+                "format", "-t", cid, "-c", str(nd / "server.properties"), "--ignore-formatted",
+                *extra]
         running.append((n, subprocess.Popen(argv, stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, text=True)))
     for n, p in running:
@@ -287,6 +313,8 @@ def format_nodes(home: Path, spec: ClusterSpec, jars_dir: Path) -> None:
             p.kill()
             raise InfrastructureError(f"KRaft format of node {n} hung for 120 s") from e
         if p.returncode != 0:
+            for secret in hidden:  # the tool may echo a bad --add-scram argument
+                out = out.replace(secret, "***")
             raise InfrastructureError(f"KRaft format of node {n} failed:\n{out[-2000:]}")
 
 
@@ -302,12 +330,12 @@ def start_node(home: Path, spec: ClusterSpec, node_id: int, jars_dir: Path) -> i
     return proc.spawn(argv, nd / "console.log", pid_file(home, spec.brokers, node_id), nd).pid
 
 
-def _answers(port: int, node_id: int) -> bool:
+def _answers(port: int, node_id: int, client: Mapping[str, str]) -> bool:
     """The broker on port serves metadata that lists itself (registered and unfenced)."""
     if not proc.port_open(port):
         return False
     admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0,
-                         "socket.timeout.ms": 2000})
+                         "socket.timeout.ms": 2000, **client})
     try:
         md = admin.list_topics(timeout=2)
     except KafkaException:  # while it boots: just not ready yet
@@ -315,13 +343,16 @@ def _answers(port: int, node_id: int) -> bool:
     return node_id in md.brokers
 
 
-def wait_ready(home: Path, spec: ClusterSpec, node_ids: Sequence[int]) -> None:
-    """Block until every node answers, or raise naming its log's last lines."""
+def wait_ready(
+    home: Path, spec: ClusterSpec, node_ids: Sequence[int], security: auth.Security | None = None
+) -> None:
+    """Block until every node answers (logged in, in auth mode), or raise naming its log."""
+    client = auth.client_props(security.creds) if security else {}
     for n in node_ids:
-        _wait_node(home, spec, n)
+        _wait_node(home, spec, n, client)
 
 
-def _wait_node(home: Path, spec: ClusterSpec, n: int) -> None:
+def _wait_node(home: Path, spec: ClusterSpec, n: int, client: Mapping[str, str]) -> None:
     nd = node_dir(home, spec.brokers, n)
 
     def failure(reason: str) -> InfrastructureError:
@@ -331,43 +362,21 @@ def _wait_node(home: Path, spec: ClusterSpec, n: int) -> None:
             f"log {log}:\n{proc.tail(log)}\n--- {nd / 'console.log'}:\n"
             f"{proc.tail(nd / 'console.log', 5)}")
 
-    proc.wait_until(lambda: _answers(spec.port(n), n),
+    proc.wait_until(lambda: _answers(spec.port(n), n, client),
                     lambda: live_broker(home, spec.brokers, n) is not None,
                     READY_TIMEOUT_S, failure)
 
 
-# --- SASL/SCRAM ------------------------------------------------------------------------------
+# --- auth mode ------------------------------------------------------------------------------
 
 
-def auth_config_path(home: Path, brokers: int) -> Path:
-    return cluster_dir(home, brokers) / "client-sasl.properties"
+def auth_files(home: Path, brokers: int) -> auth.AuthFiles:
+    return auth.AuthFiles(cluster_dir(home, brokers))
 
 
-def ensure_scram_admin(home: Path, spec: ClusterSpec) -> Path:
-    """Upsert the SCRAM admin user and write a --kafka-config file for clients (mode 600)."""
-    path = auth_config_path(home, spec.brokers)
-    password = _read_password(path) or secrets.token_urlsafe(18)
-    cred = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192)
-    admin = AdminClient({"bootstrap.servers": spec.bootstrap, "log_level": 0})
-    upsert = UserScramCredentialUpsertion(ADMIN_USER, cred, password.encode())
-    try:
-        for fut in admin.alter_user_scram_credentials([upsert]).values():
-            fut.result(timeout=30)
-    except KafkaException as e:
-        raise InfrastructureError(f"creating SCRAM user {ADMIN_USER} on {spec.bootstrap} "
-                                  f"failed: {e}") from e
-    text = ("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
-            f"sasl.username={ADMIN_USER}\nsasl.password={password}\n")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    return path
-
-
-def _read_password(path: Path) -> str | None:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
+def prepare_auth(home: Path, spec: ClusterSpec) -> auth.Security | None:
+    """Auth mode's passwords, certificates and client settings; None without auth."""
+    if not spec.auth:
         return None
-    found = [ln.split("=", 1)[1] for ln in lines if ln.startswith("sasl.password=")]
-    return found[0] if found else None
+    done = any(formatted(home, spec.brokers, n) for n in spec.node_ids)
+    return auth.prepare(auth_files(home, spec.brokers), done)

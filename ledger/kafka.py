@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any
 
@@ -101,11 +102,30 @@ def unreachable(
     settings: Settings, e: BaseException | str, cause: KafkaError | None = None
 ) -> InfrastructureError:
     detail = e.args[0] if isinstance(e, KafkaException) and e.args else e
+    hint = ""
     if isinstance(detail, KafkaError):
+        if detail.code() == KafkaError._TRANSPORT and cause is None:
+            hint = _security_hint(settings.bootstrap)
         detail = detail.str()
     if cause is not None:  # the reason behind a generic failure, e.g. authentication
         detail = cause.str()
-    return InfrastructureError(f"cannot reach Kafka at {settings.bootstrap}: {detail}")
+    return InfrastructureError(f"cannot reach Kafka at {settings.bootstrap}: {detail}{hint}")
+
+
+def _security_hint(bootstrap: str) -> str:
+    """Why a broker that accepts TCP drops us: its listener wants SASL or TLS we lack.
+
+    librdkafka reports that as a bare "transport failure", the same as a closed port.
+    """
+    for address in bootstrap.split(",")[:3]:
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
+                return (" (the broker accepts connections but closed ours: its listener "
+                        "may require SASL or TLS; pass client settings with --kafka-config)")
+        except (OSError, ValueError):
+            continue
+    return ""
 
 
 def _metadata(settings: Settings, topic: str | None, timeout: float) -> tuple[AdminClient, Any]:

@@ -1,7 +1,8 @@
 """The dev stack against real processes: a private home and non-default ports.
 
-Ports 29092+ (controllers 39092+, SASL 29096) and 25432 keep clear of a session stack on
-9092/5432. Jars come from the shared cache so each temporary home does not refetch them.
+Ports 29092+ (controllers 39092+) and 25432 keep clear of a session stack on 9092/5432.
+Jars come from the shared cache so each temporary home does not refetch them. Auth mode
+(`--auth`) is tested together with its clients in test_security.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from ledger import devstack
@@ -24,7 +24,7 @@ from ledger import devstack_kafka as dkafka
 from ledger import devstack_postgres as dpg
 from ledger import devstack_proc as dproc
 from ledger.errors import UsageError
-from ledger.settings import default_home, read_kafka_config
+from ledger.settings import default_home
 
 pytestmark = pytest.mark.integration
 
@@ -154,18 +154,6 @@ def test_postgres_up_twice_and_down(home: Path) -> None:
     devstack.down(home, wipe=True)
     _assert_all_stopped(info)
     assert not state.run_dir.exists() and not dpg.pg_dir(home).exists()
-
-
-def test_sasl_scram_listener(home: Path) -> None:
-    info = _up(home, auth=True)
-    assert info.sasl_bootstrap == f"127.0.0.1:{BASE + 4}" and info.sasl_config is not None
-    assert oct(info.sasl_config.stat().st_mode & 0o777) == "0o600"
-    client = read_kafka_config(info.sasl_config)
-    assert _broker_ids(info.sasl_bootstrap, client) == {1}
-    wrong = {**client, "sasl.password": "not-the-password", "log_level": "0"}
-    with pytest.raises(KafkaException, match=r"(?i)fail|auth"):
-        _broker_ids(info.sasl_bootstrap, wrong, timeout_s=3)
-    assert _pids(_up(home)) == _pids(info)  # a plain `up` keeps the auth stack as it is
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ replacement), processor_state (owned state and the batch's overlay).
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -162,6 +163,11 @@ class CommandProcessor:
             self._forget_batch(firsts)
             return
         self.overlay.merge()
+        # The committed state only grows (balances, the outcomes of the dedup window); left
+        # to the collector, each full collection walks all of it: 100-250 ms pauses at 200k
+        # outcomes, the latency p99. Frozen, a collection sees what the last batch made.
+        # The hot path makes no reference cycles, so no garbage is frozen for good.
+        gc.freeze()
         self.stats.batches += 1
         self.stats.last_batch_ms = (time.monotonic() - started) * 1000
 

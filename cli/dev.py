@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from ledger import devstack
 from ledger.settings import default_home
 
 
@@ -58,6 +57,8 @@ def dev() -> None:
 )
 @click.pass_context
 def up(ctx: click.Context, brokers: str, postgres: bool, auth: bool) -> None:
+    from ledger import devstack  # here: every other command would load psycopg for nothing
+
     info = devstack.up(_home(ctx), brokers=int(brokers), postgres=postgres, auth=auth)
     _echo(info.describe())
 
@@ -72,10 +73,14 @@ def up(ctx: click.Context, brokers: str, postgres: bool, auth: bool) -> None:
 )
 @click.pass_context
 def down(ctx: click.Context, wipe: bool) -> None:
+    from ledger import devstack
+
     _echo(devstack.down(_home(ctx), wipe=wipe))
 
 
 @dev.command(help="Show what runs: each process's pid, port and state, and connection strings.")
 @click.pass_context
 def status(ctx: click.Context) -> None:
+    from ledger import devstack
+
     _echo(devstack.status(_home(ctx)).describe())

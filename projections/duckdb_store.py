@@ -7,6 +7,7 @@ transactions only, so a replay's swap is atomic for them too.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -52,6 +53,8 @@ class DuckDBProjectionStore(SqlProjectionStore):
         conf: dict[str, Any] = {} if read_only else {"memory_limit": DEFAULT_MEMORY_LIMIT}
         conf.update(_options(url))
         conf.update(config or {})
+        self._threads_chosen = "threads" in conf
+        self._threads: int | None = None  # DuckDB's own while a rebuild runs with fewer
         self._con = self._connect(conf)
         self._lock = threading.RLock()
 
@@ -126,11 +129,35 @@ class DuckDBProjectionStore(SqlProjectionStore):
         finally:
             self._con.unregister("_arrow_in")
 
+    def _claim_rebuild(self) -> None:
+        """Bulk inserts on fewer threads than cores: the replay decodes on the others.
+
+        On two cores, DuckDB's two insert threads fighting the decoding thread made a 1M
+        replay ~35% slower here than one insert thread."""
+        if self._threads_chosen or self.read_only:
+            return
+        with self._lock:
+            (threads,) = self._run(self._con.execute,
+                                   "SELECT current_setting('threads')").fetchone()
+            self._threads = int(threads)
+            self._run(self._con.execute, f"SET threads = {rebuild_threads()}")
+
+    def _release_rebuild(self) -> None:
+        if self._threads is not None:
+            with self._lock:
+                self._run(self._con.execute, f"SET threads = {self._threads}")
+            self._threads = None
+
     def close(self) -> None:
         self._con.close()
 
     def reconnect(self) -> None:
         """Embedded: there is no server to lose."""
+
+
+def rebuild_threads() -> int:
+    """DuckDB threads during a rebuild: every core but one, at least one."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 def _first_line(e: BaseException) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ledger.errors import StoreError, UsageError
-from projections.duckdb_store import DuckDBProjectionStore
-from projections.postgres_store import PostgresProjectionStore
-from projections.sql_store import SqlProjectionStore
 from projections.store import ProjectionStore
+
+if TYPE_CHECKING:
+    from projections.duckdb_store import DuckDBProjectionStore
+    from projections.sql_store import SqlProjectionStore
 
 
 def store_kind(url: str) -> str:
@@ -21,10 +24,16 @@ def store_kind(url: str) -> str:
 
 def open_store(url: str, read_only: bool = False) -> ProjectionStore:
     """An open store with its tables created (unless read_only)."""
+    # Each driver is imported when its store is opened: a DuckDB replay does not carry
+    # SQLAlchemy and psycopg (~20 MB resident) and the other way round.
     store: SqlProjectionStore
     if store_kind(url) == "duckdb":
+        from projections.duckdb_store import DuckDBProjectionStore
+
         store = DuckDBProjectionStore(url, read_only=read_only)
     else:
+        from projections.postgres_store import PostgresProjectionStore
+
         store = PostgresProjectionStore(url.replace("postgres://", "postgresql+psycopg://", 1)
                                         if url.startswith("postgres://") else url)
     if not read_only:
@@ -38,6 +47,8 @@ def open_store(url: str, read_only: bool = False) -> ProjectionStore:
 
 def open_duckdb(path: str, read_only: bool = False) -> DuckDBProjectionStore:
     """A DuckDB store at a file path (replay --out, ledger query)."""
+    from projections.duckdb_store import DuckDBProjectionStore
+
     store = DuckDBProjectionStore(f"duckdb:///{path}", read_only=read_only)
     if not read_only:
         store.ensure_schema()

@@ -52,14 +52,19 @@ def account_type(account: str) -> str:
     return account.split(":", 1)[0].upper()
 
 
-def balance_deltas(audit: pa.Table) -> pa.Table:
-    """Per account: sum of amounts, count of postings, latest occurred_at (BALANCE_SCHEMA)."""
+def balance_sums(audit: pa.Table) -> pa.Table:
+    """Per account: sum of amounts, count of postings, latest occurred_at (no type)."""
     g = audit.group_by("account").aggregate(
         [("amount", "sum"), ("amount", "count"), ("occurred_at", "max")])
+    return g.rename_columns(["account", "balance", "postings", "updated_at"])
+
+
+def balance_deltas(audit: pa.Table) -> pa.Table:
+    """Per account: sum of amounts, count of postings, latest occurred_at (BALANCE_SCHEMA)."""
+    g = balance_sums(audit)
     accounts = g.column("account")
-    return pa.table([accounts, g.column("amount_sum"), account_types(accounts),
-                     g.column("amount_count"), g.column("occurred_at_max")],
-                    schema=BALANCE_SCHEMA)
+    return pa.table([accounts, g.column("balance"), account_types(accounts),
+                     g.column("postings"), g.column("updated_at")], schema=BALANCE_SCHEMA)
 
 
 class BalanceAccumulator:
@@ -78,7 +83,7 @@ class BalanceAccumulator:
         self._compacted = 0
 
     def add(self, deltas: pa.Table) -> None:
-        """Add a batch's deltas (BALANCE_SCHEMA: balance and postings as increments)."""
+        """Add a batch's deltas (balance_sums or balance_deltas: increments per account)."""
         self._parts.append(deltas.select(["account", "balance", "postings", "updated_at"]))
         self._rows += deltas.num_rows
         if self._rows - self._compacted > max(self.COMPACT_ROWS, self._compacted):
@@ -96,7 +101,7 @@ class BalanceAccumulator:
 
     def __len__(self) -> int:
         """Accounts with at least one posting."""
-        return self._compact().num_rows
+        return int(self._compact().num_rows)
 
     def pairs(self) -> Iterable[tuple[str, int]]:
         t = self._compact()
@@ -121,6 +126,14 @@ def account_table(records: Iterable[Record]) -> pa.Table:
         pa.array([r["opened_at"] for r in rows], pa.int64()).cast(TS),
         pa.array([r.get("command_id", "") for r in rows], pa.string()),
     ], schema=ACCOUNT_SCHEMA)
+
+
+def latest_accounts(tables: list[pa.Table]) -> pa.Table:
+    """ACCOUNT_SCHEMA tables in log order -> the last row of each account."""
+    t = pa.concat_tables([ACCOUNT_SCHEMA.empty_table(), *tables])
+    order = pa.table({"account": t.column("account"), "i": pa.array(range(t.num_rows), pa.int64())})
+    last = order.group_by("account").aggregate([("i", "max")]).column("i_max")
+    return t.take(last.combine_chunks() if isinstance(last, pa.ChunkedArray) else last)
 
 
 def summarize(audit: pa.Table) -> dict[PositionKey, PartitionSummary]:

@@ -10,6 +10,7 @@ from projections.rows import (
     account_table,
     audit_table,
     balance_deltas,
+    latest_accounts,
     merge_summaries,
     summarize,
     unbalanced,
@@ -100,3 +101,16 @@ def test_partitions_split_over_decoder_processes() -> None:
         [("p.events", 1), ("p.events", 3)]]
     assert split(ranges, 9, "p.events")[0].keys() == {("p.accounts", 0), ("p.events", 0)}
     assert len(split(ranges, 9, "p.events")) == 5 and split({}, 3, "p.events") == []
+
+
+def test_latest_accounts_keeps_the_last_state_of_each() -> None:
+    def acc(name: str, status: str) -> dict[str, object]:
+        return {"account": name, "type": "USER", "floor": 0, "status": status,
+                "opened_at": 1, "command_id": "c"}
+
+    first = account_table([acc("user:a", "OPEN"), acc("user:b", "OPEN")])
+    second = account_table([acc("user:a", "CLOSED")])
+    got = latest_accounts([first, second])
+    assert sorted((r["account"], r["status"]) for r in got.to_pylist()) == [
+        ("user:a", "CLOSED"), ("user:b", "OPEN")]
+    assert latest_accounts([]).num_rows == 0

@@ -17,7 +17,7 @@ from ledger.codec import HEADER_LEN, Codec
 from ledger.errors import CodecError, UnknownFingerprintError
 from ledger.settings import Settings
 from projections import fastread
-from projections.decode import EventColumns, EventDecoder, read_events
+from projections.decode import AccountDecoder, EventColumns, EventDecoder, read_events
 from projections.log import check_message_error
 from projections.rows import audit_table
 
@@ -42,6 +42,7 @@ class Ingest:
         self.settings = settings
         self.codec = codec or Codec()
         self.decoder = EventDecoder(self.codec)
+        self.account_decoder = AccountDecoder(self.codec)
         # The compiled reader when built; native=False forces the pure-Python one (tests).
         self.native = (fastread.available() if native is None else native) \
             and len(self.decoder.fast_header) == HEADER_LEN
@@ -148,7 +149,7 @@ class Ingest:
         if value is None:  # a tombstone: accounts are never deleted, nothing to apply
             return
         try:
-            rec = self.codec.decode_as("account", value)
+            rec = self.account_decoder.decode(value)
         except UnknownFingerprintError as exc:
             raise _located(exc, m) from exc
         except CodecError as exc:

@@ -12,6 +12,7 @@ from ledger.codec import Codec
 from ledger.errors import CodecError, UnknownFingerprintError
 from projections.decode import (
     EVENT_V1_FINGERPRINT,
+    AccountDecoder,
     EventColumns,
     EventDecoder,
     read_events,
@@ -102,3 +103,29 @@ def test_unknown_fingerprint_is_not_a_bad_record() -> None:
     with pytest.raises(UnknownFingerprintError):
         DECODER.decode(bytes(data))
     assert not DECODER.is_fast(bytes(data))
+
+
+accounts = st.fixed_dictionaries({
+    "account": text, "type": st.sampled_from(["USER", "ROOM", "SYSTEM"]), "floor": longs,
+    "status": st.sampled_from(["OPEN", "CLOSED"]), "opened_at": longs, "command_id": text,
+})
+ACCOUNTS = AccountDecoder(CODEC)
+
+
+@settings(max_examples=300)
+@given(accounts, st.data())
+def test_account_reader_equals_codec(account: dict[str, Any], data: st.DataObject) -> None:
+    raw = CODEC.encode("account", account)
+    assert raw[:10] == ACCOUNTS.fast_header
+    assert ACCOUNTS.decode(raw) == CODEC.decode_as("account", raw) == account
+    cut = data.draw(st.integers(10, len(raw)))
+    for damaged in (raw[:cut], raw + b"\x00", raw[:cut] + data.draw(st.binary(max_size=8))):
+        try:
+            expected: Any = CODEC.decode_as("account", damaged)
+        except CodecError:
+            expected = CodecError
+        try:
+            got: Any = ACCOUNTS.decode(damaged)
+        except CodecError:
+            got = CodecError
+        assert got == expected

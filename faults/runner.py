@@ -4,7 +4,6 @@ schedule; then check the journal, snapshots and projections against an independe
 from __future__ import annotations
 
 import json
-import random
 import signal
 import subprocess
 import sys
@@ -16,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from faults.commands import random_commands
 from faults.fold import Fold, fold_journal
 from faults.schedule import Kill, draw_schedule
 from ledger.client import LedgerClient
-from ledger.domain import Actor, Command, Earn, Join, OpenAccount, Spend
+from ledger.domain import Actor, Command, OpenAccount
 from ledger.journal import latest_by_key
 from ledger.processor_io import pending_commands
 from ledger.records import Outcome
@@ -109,43 +109,7 @@ class Service:
 
 def commands(cfg: FaultConfig) -> Iterator[Command]:
     """The workload: the same seed always sends the same commands."""
-    rng = random.Random(cfg.seed * 7919)
-    for n in range(cfg.commands):
-        user, room = f"user:u{rng.randrange(cfg.users)}", f"room:r{rng.randrange(cfg.rooms)}"
-        cid, pick = f"f{cfg.seed}-{n}", rng.random()
-        if pick < 0.35:
-            yield Earn(
-                command_id=cid,
-                actor=Actor.SYSTEM,
-                reason="study verified",
-                account=user,
-                amount=rng.randint(1, 50),
-            )
-        elif pick < 0.65:
-            yield Spend(
-                command_id=cid,
-                actor=Actor.USER,
-                reason="spend",
-                account=user,
-                amount=rng.randint(1, 80),
-            )
-        elif pick < 0.9:
-            yield Join(
-                command_id=cid,
-                actor=Actor.USER,
-                reason="join",
-                user=user,
-                room=room,
-                fee=rng.randint(1, 60),
-            )
-        else:
-            yield Spend(
-                command_id=cid,
-                actor=Actor.ADMIN,
-                reason="room spend",
-                account=room,
-                amount=rng.randint(1, 40),
-            )
+    return random_commands(cfg.seed * 7919, cfg.commands, cfg.users, cfg.rooms, f"f{cfg.seed}")
 
 
 class Outcomes:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from faults.commands import random_commands
 from ledger.client import LedgerClient
-from ledger.domain import Actor, Command, Earn, Join, OpenAccount, Spend
+from ledger.domain import Actor, Command, OpenAccount
 from ledger.records import Outcome
 from ledger.settings import Settings
 from tests.integration.ledger_helpers import (
@@ -58,8 +58,7 @@ class Workload:
 
     def stream(self, count: int, rate: float) -> threading.Thread:
         """Send `count` random commands at about `rate` per second, in a thread."""
-        rng = random.Random(self.seed)
-        cmds = [self._random(rng, n) for n in range(count)]
+        cmds = list(random_commands(self.seed, count, self.users, self.rooms, f"c{self.seed}"))
 
         def run() -> None:
             assert self.client is not None
@@ -81,19 +80,6 @@ class Workload:
                 if delay > 0:
                     time.sleep(delay)
         client.flush(120)
-
-    def _random(self, rng: random.Random, n: int) -> Command:
-        user = f"user:u{rng.randrange(self.users)}"
-        room = f"room:r{rng.randrange(self.rooms)}"
-        common = {"command_id": f"c{self.seed}-{n}", "actor": Actor.USER, "reason": "load"}
-        pick = rng.random()
-        if pick < 0.3:
-            return Earn(account=user, amount=rng.randint(1, 50), **common)  # type: ignore[arg-type]
-        if pick < 0.6:
-            return Spend(account=user, amount=rng.randint(1, 120), **common)  # type: ignore[arg-type]
-        if pick < 0.8:
-            return Join(user=user, room=room, fee=rng.randint(1, 80), **common)  # type: ignore[arg-type]
-        return Spend(account=room, amount=rng.randint(1, 60), **common)  # type: ignore[arg-type]
 
     def outcomes(self, timeout: float = 120) -> dict[str, Outcome]:
         deadline = time.monotonic() + timeout

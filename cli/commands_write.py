@@ -12,9 +12,8 @@ from typing import Any
 import click
 
 from cli.context import settings_of
-from cli.options import actor_option, reason_option, write_options
-from ledger.client import new_command_id
-from ledger.domain import Actor, Command, Earn, Join, OpenAccount, Reverse, Spend, parse_account
+from cli.options import WriteArgs, write_options
+from ledger.domain import Command, Earn, Join, OpenAccount, Reverse, Spend, parse_account
 from ledger.errors import InfrastructureError, RejectedError, UsageError, WaitTimeoutError
 from ledger.records import Outcome, ReverseRef
 from ledger.wiring import build_client, build_processor
@@ -52,15 +51,10 @@ def _with_prefix(text: str, kind: str) -> str:
     return text if ":" in text else f"{kind}:{text}"
 
 
-def submit(
-    ctx: click.Context,
-    command: Command,
-    wait: bool,
-    timeout: float,
-    as_json: bool,
-    ref: ReverseRef | None = None,
-) -> None:
+def submit(ctx: click.Context, command: Command, args: WriteArgs,
+           ref: ReverseRef | None = None) -> None:
     """Send one command; print its id, or its outcome with --wait (exit 1 if rejected)."""
+    wait, timeout, as_json = args.wait, args.timeout, args.as_json
     client = build_client(settings_of(ctx))
     try:
         if not wait:
@@ -112,61 +106,27 @@ def account() -> None:
     "--floor", type=int, default=0, show_default=True, help="Lowest balance the account may reach."
 )
 @click.option("--grant", default="0", show_default=True, help="Opening grant of points.")
-@reason_option
-@actor_option
 @write_options
 @click.pass_context
-def account_open(
-    ctx: click.Context,
-    account_id: str,
-    floor: int,
-    grant: str,
-    reason: str,
-    actor: str,
-    command_id: str | None,
-    wait: bool,
-    timeout: float,
-    as_json: bool,
-) -> None:
+def account_open(ctx: click.Context, account_id: str, floor: int, grant: str,
+                 args: WriteArgs) -> None:
     """Open a user or room account, e.g. user:alice or room:math."""
     grant_n = 0 if grant.strip() == "0" else _bounded(ctx, grant, "grant")
-    cmd = OpenAccount(
-        command_id=command_id or new_command_id(),
-        actor=Actor(actor),
-        reason=reason or "account opened",
-        account=_account(account_id, "user", "room"),
-        floor=floor,
-        grant=grant_n,
-    )
-    submit(ctx, cmd, wait, timeout, as_json)
+    cmd = OpenAccount(command_id=args.command_id, actor=args.actor,
+                      reason=args.reason_or("account opened"),
+                      account=_account(account_id, "user", "room"), floor=floor, grant=grant_n)
+    submit(ctx, cmd, args)
 
 
 def _earn_or_spend(kind: type[Earn] | type[Spend]) -> Any:
     @click.argument("account_id", metavar="ACCOUNT")
     @click.argument("amount", metavar="N")
-    @reason_option
-    @actor_option
     @write_options
     @click.pass_context
-    def command(
-        ctx: click.Context,
-        account_id: str,
-        amount: str,
-        reason: str,
-        actor: str,
-        command_id: str | None,
-        wait: bool,
-        timeout: float,
-        as_json: bool,
-    ) -> None:
-        cmd = kind(
-            command_id=command_id or new_command_id(),
-            actor=Actor(actor),
-            reason=reason,
-            account=_account(account_id, "user", "room"),
-            amount=_bounded(ctx, amount),
-        )
-        submit(ctx, cmd, wait, timeout, as_json)
+    def command(ctx: click.Context, account_id: str, amount: str, args: WriteArgs) -> None:
+        cmd = kind(command_id=args.command_id, actor=args.actor, reason=args.reason,
+                   account=_account(account_id, "user", "room"), amount=_bounded(ctx, amount))
+        submit(ctx, cmd, args)
 
     return command
 
@@ -185,63 +145,31 @@ spend = click.command(
 @click.option("--user", "user", required=True, help="The joining user (id or user:<id>).")
 @click.option("--room", "room", required=True, help="The room joined (id or room:<id>).")
 @click.option("--fee", required=True, help="Points the user pays the room.")
-@reason_option
-@actor_option
 @write_options
 @click.pass_context
-def join(
-    ctx: click.Context,
-    user: str,
-    room: str,
-    fee: str,
-    reason: str,
-    actor: str,
-    command_id: str | None,
-    wait: bool,
-    timeout: float,
-    as_json: bool,
-) -> None:
+def join(ctx: click.Context, user: str, room: str, fee: str, args: WriteArgs) -> None:
     """A user pays a room's fee: one journal event with both postings."""
-    cmd = Join(
-        command_id=command_id or new_command_id(),
-        actor=Actor(actor),
-        reason=reason or "joined room",
-        user=_account(_with_prefix(user, "user"), "user"),
-        room=_account(_with_prefix(room, "room"), "room"),
-        fee=_bounded(ctx, fee, "fee"),
-    )
-    submit(ctx, cmd, wait, timeout, as_json)
+    cmd = Join(command_id=args.command_id, actor=args.actor,
+               reason=args.reason_or("joined room"),
+               user=_account(_with_prefix(user, "user"), "user"),
+               room=_account(_with_prefix(room, "room"), "room"), fee=_bounded(ctx, fee, "fee"))
+    submit(ctx, cmd, args)
 
 
 @click.command("reverse")
 @click.argument("event_id")
-@reason_option
-@actor_option
 @write_options
 @click.pass_context
-def reverse(
-    ctx: click.Context,
-    event_id: str,
-    reason: str,
-    actor: str,
-    command_id: str | None,
-    wait: bool,
-    timeout: float,
-    as_json: bool,
-) -> None:
+def reverse(ctx: click.Context, event_id: str, args: WriteArgs) -> None:
     """Reverse a journal event with a compensating event (the original stays)."""
     from ledger.journal import find_event
 
     found = find_event(settings_of(ctx), event_id)
     assert found.entry is not None  # find_event only returns decoded events
-    cmd = Reverse(
-        command_id=command_id or new_command_id(),
-        actor=Actor(actor),
-        reason=reason or f"reversal of {event_id}",
-        event_id=event_id,
-        original=found.entry.postings,
-    )
-    submit(ctx, cmd, wait, timeout, as_json, ref=found.ref)
+    cmd = Reverse(command_id=args.command_id, actor=args.actor,
+                  reason=args.reason_or(f"reversal of {event_id}"), event_id=event_id,
+                  original=found.entry.postings)
+    submit(ctx, cmd, args, ref=found.ref)
 
 
 @click.command("serve")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
-from ledger.domain import MAX_COMMAND_ID_CHARS, MAX_REASON_CHARS
+from ledger.client import new_command_id
+from ledger.domain import MAX_COMMAND_ID_CHARS, MAX_REASON_CHARS, Actor
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,8 +63,34 @@ actor_option = click.option(
 )
 
 
-def write_options(f: F) -> F:
-    """The options every write command takes."""
-    for option in reversed((command_id_option, wait_option, timeout_option, json_option)):
-        f = option(f)
-    return f
+@dataclass(frozen=True)
+class WriteArgs:
+    """What every write command takes besides its own arguments."""
+
+    reason: str
+    actor: Actor
+    command_id: str  # the given one, or a new UUID
+    wait: bool
+    timeout: float
+    as_json: bool
+
+    def reason_or(self, default: str) -> str:
+        return self.reason or default
+
+
+def write_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --reason, --actor, --command-id, --wait, --timeout, --json; the command gets
+    them as one `args: WriteArgs` keyword."""
+
+    @functools.wraps(f)
+    def command(*a: Any, reason: str, actor: str, command_id: str | None, wait: bool,
+                timeout: float, as_json: bool, **kw: Any) -> Any:
+        args = WriteArgs(reason, Actor(actor), command_id or new_command_id(), wait, timeout,
+                         as_json)
+        return f(*a, args=args, **kw)
+
+    options = (reason_option, actor_option, command_id_option, wait_option, timeout_option,
+               json_option)
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -28,6 +28,7 @@ from ledger.domain import (
     envelope_problem,
 )
 from ledger.errors import CodecError, MalformedRecordError
+from ledger.fastcodec import HotCodec
 from ledger.kafka import partition_for
 from ledger.processor_io import JournalFetcher, dead_letter
 from ledger.processor_state import Overlay, ProcessorStats
@@ -36,11 +37,9 @@ from ledger.records import (
     WireCommand,
     command_from_record,
     command_to_record,
-    entry_to_record,
     opened_to_record,
     record_problem,
     reverse_command,
-    snapshot_to_record,
 )
 from ledger.settings import Settings
 
@@ -51,6 +50,9 @@ log = logging.getLogger("ledger.processor")
 _RECORD_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._INVALID_ARG})
 
 TOPIC_NAMES = ("commands", "events", "accounts", "balances", "results", "deadletter")
+# Partitions of recent record keys: murmur2 in Python costs more than deciding a command.
+_ROUTE_CACHE_KEYS = 100_000
+_ROUTE_CACHE_KEY_BYTES = 256
 
 
 class Poisoned(Exception):
@@ -73,12 +75,14 @@ class CommandHandler:
         fetcher: JournalFetcher,
     ) -> None:
         self.codec, self.overlay, self.stats, self.fetcher = codec, overlay, stats, fetcher
+        self.hot = HotCodec(codec)
         self.limits = Limits(settings.max_amount)
         self.signer = CreditSigner(settings.credit_key)
         self.topic = {n: settings.topic(n) for n in TOPIC_NAMES}
         self.partitions = 0  # of the commands topic, known once the processor runs
         self.producer: Producer | None = None  # the open transaction's, set per batch
         self._snapshots: dict[str, tuple[Any, str | None]] = {}
+        self._routes: dict[bytes, int] = {}
         # Records whose handling failed for good, by (partition, offset): dead-lettered when
         # the aborted batch is consumed again.
         self.poisoned: dict[tuple[int, int], Exception] = {}
@@ -89,28 +93,29 @@ class CommandHandler:
 
     def handle_guarded(self, msg: Message) -> None:
         """Handle one record; a failure that would recur on retry poisons only that record."""
-        position = position_of(msg)
-        poison = self.poisoned.pop(position, None)
-        if poison is not None:
-            self.stats.commands += 1
-            self._dead_letter(msg, poison)
-            return
+        partition, offset = position_of(msg)
+        if self.poisoned:
+            poison = self.poisoned.pop((partition, offset), None)
+            if poison is not None:
+                self.stats.commands += 1
+                self._dead_letter(msg, poison)
+                return
         try:
-            self._handle(msg)
+            self._handle(msg, partition)
         except BufferError:
             raise  # the local queue is full: transient, never the record's fault
         except KafkaException as e:
             if e.args[0].code() not in _RECORD_ERRORS:
                 raise  # the broker or the transaction: abort and retry the batch
-            raise Poisoned(position, e) from e
+            raise Poisoned((partition, offset), e) from e
         except Exception as e:  # input nobody foresaw must stop one record, not the service
-            raise Poisoned(position, e) from e
+            raise Poisoned((partition, offset), e) from e
 
-    def _handle(self, msg: Message) -> None:
+    def _handle(self, msg: Message, partition: int) -> None:
         self.stats.commands += 1
-        self.overlay.bind(position_of(msg)[0])
+        self.overlay.bind(partition)
         try:
-            rec = self.codec.decode_as("command", msg.value())
+            rec = self.hot.command(msg.value())
             problem = record_problem(rec)
             if problem is not None:  # no usable id to answer by
                 raise MalformedRecordError(problem)
@@ -118,19 +123,20 @@ class CommandHandler:
         except CodecError as e:
             self._dead_letter(msg, e)
             return
-        key = (msg.key() or b"").decode("utf-8", "replace")
-        if key != wire.key or partition_for(msg.key() or b"", self.partitions) != msg.partition():
+        raw_key = msg.key() or b""
+        key = raw_key.decode("utf-8", "replace")
+        if key != wire.key or self._route(raw_key) != partition:
             # Refusals (not decisions) are not remembered: the id stays free for a proper send.
             self._reply_rejected(
                 wire,
                 payload="",
                 reason=RejectReason.MISROUTED,
-                detail=f"record key {_shorten(key)} on partition {msg.partition()} "
+                detail=f"record key {_shorten(key)} on partition {partition} "
                 f"does not route {wire.key}",
                 store=False,
             )
             return
-        problem = envelope_problem(wire.record["command_id"], wire.record["reason"])
+        problem = envelope_problem(rec["command_id"], rec["reason"])
         if problem is None and wire.kind == "APPLY_CREDIT" and not self.signer.verify(msg):
             problem = "an apply-credit record not signed by a processor (forged or re-keyed)"
         if problem is not None:
@@ -142,12 +148,25 @@ class CommandHandler:
             return
         self._decide(wire, command)
 
+    def _route(self, key: bytes) -> int:
+        """The partition every ledger producer picks for `key` (cached for short keys)."""
+        routes = self._routes
+        found = routes.get(key)
+        if found is None:
+            found = partition_for(key, self.partitions)
+            if len(key) <= _ROUTE_CACHE_KEY_BYTES:
+                if len(routes) >= _ROUTE_CACHE_KEYS:
+                    routes.clear()
+                routes[key] = found
+        return found
+
     def _decide(self, wire: WireCommand, command: Command) -> None:
         fingerprint = wire.fingerprint  # the payload as sent, minus id and timestamp
         previous = self.overlay.outcome(command.command_id)
+        now = int(time.time() * 1000)
         if previous is not None:
             if previous.payload_fingerprint == fingerprint:
-                self._emit_result(previous)  # same id, same payload: the first outcome again
+                self._emit_result(previous, now)  # same id, same payload: the first outcome
             else:
                 self._reply_rejected(
                     wire,
@@ -157,13 +176,12 @@ class CommandHandler:
                     store=False,
                 )
             return
-        now = int(time.time() * 1000)
         decision = decide(
             self.overlay,
             command,
             now_ms=now,
             limits=self.limits,
-            reversed_ids=self.overlay.is_reversed(),
+            reversed_ids=self.overlay.reversed_ids,
         )
         self._write(wire, command, decision, fingerprint, now)
 
@@ -173,49 +191,45 @@ class CommandHandler:
         if isinstance(decision, Rejected):
             self._reply_rejected(wire, fingerprint, decision.reason, decision.detail)
             return
-        assert self.producer is not None
+        producer = self.producer
+        assert producer is not None
         key = wire.key.encode()
-        last_event: str | None = None
+        event_ids: list[str] = []
         for event in decision.events:
             if isinstance(event, JournalEntry):
-                last_event = event.event_id
-                self.producer.produce(
-                    self.topic["events"],
-                    key=key,
-                    value=self.codec.encode("event", entry_to_record(event)),
-                )
+                event_ids.append(event.event_id)
+                producer.produce(self.topic["events"], self.hot.event(event), key)
             elif isinstance(event, AccountOpened):
                 self.overlay.opened.add(event.account)
-                self.producer.produce(
+                producer.produce(
                     self.topic["accounts"],
                     key=event.account.encode(),
                     value=self.codec.encode("account", opened_to_record(event)),
                 )
         for credit in decision.credits:
             value = self.codec.encode("command", command_to_record(credit, now))
-            self.producer.produce(self.topic["commands"], key=credit.account.encode(),
-                                  value=value, headers=self.signer.sign(value))
+            producer.produce(self.topic["commands"], key=credit.account.encode(),
+                             value=value, headers=self.signer.sign(value))
+        last_event = event_ids[-1] if event_ids else None
         for state in decision.states:
             self.overlay.put(state)
             self._snapshots[state.account] = (state, last_event)
         reverses = wire.record["ref_event_id"] if wire.kind == "REVERSE" else None
         outcome = Outcome(
-            command.command_id, True, None, "", decision.event_ids, wire.key, fingerprint, reverses
+            command.command_id, True, None, "", tuple(event_ids), wire.key, fingerprint, reverses
         )
         self.stats.accepted += 1
         self.overlay.record(outcome)
-        self._emit_result(outcome)
+        self._emit_result(outcome, now)
 
     def flush_snapshots(self) -> None:
         """One snapshot per account per batch: the topic is compacted, the last one counts."""
-        assert self.producer is not None
+        producer = self.producer
+        assert producer is not None
         now = int(time.time() * 1000)
+        topic, balance = self.topic["balances"], self.hot.balance
         for account, (state, last_event) in self._snapshots.items():
-            self.producer.produce(
-                self.topic["balances"],
-                key=account.encode(),
-                value=self.codec.encode("balance", snapshot_to_record(state, now, last_event)),
-            )
+            producer.produce(topic, balance(state, now, last_event), account.encode())
         self._snapshots.clear()
 
     def _reply_rejected(
@@ -229,10 +243,10 @@ class CommandHandler:
             self.overlay.record(outcome)
         self._emit_result(outcome)
 
-    def _emit_result(self, outcome: Outcome) -> None:
+    def _emit_result(self, outcome: Outcome, now: int | None = None) -> None:
         assert self.producer is not None
-        value = self.codec.encode("result", outcome.to_record(int(time.time() * 1000)))
-        self.producer.produce(self.topic["results"], key=outcome.account.encode(), value=value)
+        value = self.hot.result(outcome, int(time.time() * 1000) if now is None else now)
+        self.producer.produce(self.topic["results"], value, outcome.account.encode())
 
     def _build_reverse(self, wire: WireCommand) -> Command | Rejected:
         ref = wire.ref

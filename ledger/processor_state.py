@@ -55,6 +55,7 @@ class Overlay:
     def __init__(self, committed: dict[int, PartitionState], accounts: AccountsTable) -> None:
         self.committed = committed
         self.accounts = accounts
+        self.reversed_ids = _ReversedIds(self)
         self.reset()
 
     def reset(self) -> None:
@@ -87,9 +88,11 @@ class Overlay:
             found = part.outcomes.get(command_id)
         return found
 
-    def is_reversed(self) -> set[str]:
+    def is_reversed(self, event_id: object) -> bool:
+        if event_id in self.reversed:
+            return True
         part = self.committed.get(self.partition)
-        return self.reversed | (part.reversed if part else set())
+        return part is not None and event_id in part.reversed
 
     def put(self, state: AccountState) -> None:
         self.balances[state.account] = state
@@ -114,6 +117,16 @@ class Overlay:
 
     def _part(self, partition: int) -> PartitionState:
         return self.committed.setdefault(partition, PartitionState())
+
+
+class _ReversedIds:
+    """The event ids reversed so far (committed or in the batch), without copying the sets."""
+
+    def __init__(self, overlay: Overlay) -> None:
+        self._overlay = overlay
+
+    def __contains__(self, event_id: object) -> bool:
+        return self._overlay.is_reversed(event_id)
 
 
 class AccountsTable:

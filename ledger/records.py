@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from ledger.domain import (
@@ -37,6 +38,7 @@ _PAYLOAD_FIELDS = (
     "actor",
     "reason",
 )
+_payload = itemgetter(*_PAYLOAD_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,7 @@ class WireCommand:
         Taken over the wire record rather than the domain command: it is ten times
         cheaper on the processor's hot path and covers exactly what the client sent.
         """
-        r = self.record
-        payload = tuple(r[k] for k in _PAYLOAD_FIELDS)
+        payload = _payload(self.record)  # the same tuple as before: digests stay stable
         return hashlib.blake2b(repr(payload).encode(), digest_size=16).hexdigest()
 
     @property

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from ledger.errors import UsageError
@@ -102,14 +102,17 @@ class AccountState:
     is_open: bool = True
 
     def credited(self, amount: int) -> AccountState:
-        return replace(self, balance=self.balance + amount)
+        return self.moved(amount)
 
     def debited(self, amount: int) -> AccountState:
-        return replace(self, balance=self.balance - amount)
+        return self.moved(-amount)
 
     def moved(self, delta: int) -> AccountState:
         """Apply a signed net change (a posting amount)."""
-        return replace(self, balance=self.balance + delta)
+        # Built directly: dataclasses.replace() inspects the fields on every call.
+        return AccountState(
+            self.account, self.account_type, self.floor, self.balance + delta, self.is_open
+        )
 
     def can_pay(self, amount: int) -> bool:
         """Whether a debit of `amount` keeps the balance at or above the floor."""

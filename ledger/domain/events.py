@@ -7,6 +7,7 @@ can report it); `decide` only ever builds valid ones.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,9 +22,19 @@ from ledger.domain.commands import Actor
 LEDGER_NAMESPACE = uuid.UUID("51b4be2e-3c01-5efd-a99a-3a4172c4e9a0")
 
 
+_NAMESPACE_BYTES = LEDGER_NAMESPACE.bytes
+# RFC 4122 variant: the top two bits of byte 8 are 10, i.e. its first hex digit is 8-b.
+_VARIANT_DIGIT = {f"{d:x}": f"{(d & 0x3) | 0x8:x}" for d in range(16)}
+
+
 def entry_event_id(command_id: str, n: int = 0) -> str:
-    """Deterministic id of a command's n-th journal entry: a retry reproduces it."""
-    return str(uuid.uuid5(LEDGER_NAMESPACE, f"{command_id}/{n}"))
+    """Deterministic id of a command's n-th journal entry: a retry reproduces it.
+
+    str(uuid.uuid5(LEDGER_NAMESPACE, f"{command_id}/{n}")), spelled out: building the
+    UUID object cost three times the hash on the processor's hot path.
+    """
+    h = hashlib.sha1(_NAMESPACE_BYTES + f"{command_id}/{n}".encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 class EntryKind(StrEnum):

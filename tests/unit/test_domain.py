@@ -9,6 +9,8 @@ from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger.domain import (
     LEDGER_NAMESPACE,
@@ -371,6 +373,13 @@ def test_event_ids_are_deterministic_uuid5() -> None:
     assert other != first
     assert uuid.UUID(expected).version == 5
     assert entry_event_id("retry-me", 1) != expected
+
+
+@given(st.text(max_size=300), st.integers(0, 1000))
+def test_event_ids_are_uuid5_of_the_command_id(command_id: str, n: int) -> None:
+    # entry_event_id spells uuid5 out for speed; ids already on the log must not change.
+    expected = str(uuid.uuid5(LEDGER_NAMESPACE, f"{command_id}/{n}"))
+    assert entry_event_id(command_id, n) == expected
 
 
 def test_fingerprint_ignores_command_id_only() -> None:

@@ -45,6 +45,10 @@ class GroupMember:
             f"{self.settings.topic_prefix}.processor",
             **{
                 "fetch.wait.max.ms": 5,
+                # With a backlog the fetch queue stays over its thresholds; the ledger's
+                # default of no backoff (for replays) then spins the fetcher thread at half
+                # a core, a core the broker and this loop need. It holds seconds of work.
+                "fetch.queue.backoff.ms": 20,
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1000,
                 "partition.assignment.strategy": "range",

@@ -75,7 +75,7 @@ class BalanceAccumulator:
     runs outside the GIL, and memory stays within about twice one entry per account.
     """
 
-    COMPACT_ROWS = 500_000
+    COMPACT_ROWS = 200_000
 
     def __init__(self) -> None:
         self._parts: list[pa.Table] = []

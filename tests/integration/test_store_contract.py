@@ -211,3 +211,27 @@ def test_locked_duckdb_is_a_store_error(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_big_rebuild_append_lands_whole(store: SqlProjectionStore) -> None:
+    # Postgres splits big appends over two sessions: every row must arrive, once.
+    cols = EventColumns()
+    n = 15_000  # 30,000 audit rows: above the split threshold
+    for i in range(n):
+        cols.add((f"e{i}", f"c{i}", "EARNED", [("system:rewards", -1 - i % 7),
+                                                (f"user:u{i % 50}", 1 + i % 7)],
+                  1_000 + i, "SYSTEM", "r", None), i % 3, i)
+    audit = audit_table(cols, TOPIC)
+    acc = BalanceAccumulator()
+    acc.add(balance_deltas(audit))
+    store.begin_rebuild()
+    store.append_rebuild(audit)
+    positions = {(TOPIC, p): n for p in range(3)}
+    store.finish_rebuild(Snapshot(account_table([]), acc.table(), positions))
+    summary = store.audit_summary(shadow=True)
+    assert sum(s.rows for s in summary.values()) == 2 * n
+    assert sum(s.events for s in summary.values()) == n
+    assert sum(s.offset_sum for s in summary.values()) == 2 * sum(range(n))
+    assert store.balance_mismatches(shadow=True) == []
+    store.swap_rebuild(as_of=None)
+    assert dict(store.balance_pairs()) == dict(acc.pairs())

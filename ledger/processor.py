@@ -126,26 +126,13 @@ class CommandProcessor:
     # --- one batch, one transaction -------------------------------------------
 
     def _process_batch(self, msgs: list[Message]) -> None:
-        assert self.producer is not None and self.consumer is not None
         started = time.monotonic()
-        offsets: dict[int, int] = {}
         firsts: dict[int, int] = {}  # where to rewind to if the transaction fails, known first
         for msg in msgs:
             if msg.error() is None:
                 firsts.setdefault(*position_of(msg))
         try:
-            self.producer.begin_transaction()
-            self.handler.producer = self.producer
-            for msg in msgs:
-                if msg.error() is not None:
-                    log.warning("consumer error: %s", msg.error())
-                    continue
-                partition, offset = position_of(msg)
-                offsets[partition] = offset + 1
-                self.handler.handle_guarded(msg)
-            self.handler.flush_snapshots()
-            positions = [TopicPartition(self.topic["commands"], p, o) for p, o in offsets.items()]
-            self.txn.commit(positions, self.consumer.consumer_group_metadata())
+            self._transact(msgs)
         except KafkaException as e:
             if is_fenced(e):  # another instance took this transactional id over
                 self._discard_batch()
@@ -162,6 +149,27 @@ class CommandProcessor:
             self.txn.abort()
             self._forget_batch(firsts)
             return
+        self._committed(started)
+
+    def _transact(self, msgs: list[Message]) -> None:
+        """Decide the batch in one transaction, with the consumed offsets, and commit it."""
+        producer, consumer = self.producer, self.consumer
+        assert producer is not None and consumer is not None
+        producer.begin_transaction()
+        self.handler.producer = producer
+        offsets: dict[int, int] = {}
+        for msg in msgs:
+            if msg.error() is not None:
+                log.warning("consumer error: %s", msg.error())
+                continue
+            partition, offset = position_of(msg)
+            offsets[partition] = offset + 1
+            self.handler.handle_guarded(msg)
+        self.handler.flush_snapshots()
+        positions = [TopicPartition(self.topic["commands"], p, o) for p, o in offsets.items()]
+        self.txn.commit(positions, consumer.consumer_group_metadata())
+
+    def _committed(self, started: float) -> None:
         self.overlay.merge()
         # The committed state only grows (balances, the outcomes of the dedup window); left
         # to the collector, each full collection walks all of it: 100-250 ms pauses at 200k

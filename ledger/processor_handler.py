@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from ledger.codec import Codec
 from ledger.credits import CreditSigner
 from ledger.domain import (
+    Accepted,
     AccountOpened,
     Command,
     Decision,
@@ -114,39 +115,45 @@ class CommandHandler:
     def _handle(self, msg: Message, partition: int) -> None:
         self.stats.commands += 1
         self.overlay.bind(partition)
+        wire = self._read(msg)
+        if wire is None:
+            return
+        refusal = self._refusal(msg, wire, partition)
+        if refusal is None:
+            command = wire.command or self._build_reverse(wire)
+            if not isinstance(command, Rejected):
+                self._decide(wire, command)
+                return
+            refusal = command.reason, command.detail
+        # Refusals (not decisions) are not remembered: the id stays free for a proper send.
+        self._reply_rejected(wire, "", *refusal, store=False)
+
+    def _read(self, msg: Message) -> WireCommand | None:
+        """The record as a command, or None once dead-lettered (no id to answer by)."""
         try:
             rec = self.hot.command(msg.value())
             problem = record_problem(rec)
-            if problem is not None:  # no usable id to answer by
+            if problem is not None:
                 raise MalformedRecordError(problem)
-            wire = command_from_record(rec)
+            return command_from_record(rec)
         except CodecError as e:
             self._dead_letter(msg, e)
-            return
+            return None
+
+    def _refusal(
+        self, msg: Message, wire: WireCommand, partition: int
+    ) -> tuple[RejectReason, str] | None:
+        """Why a record is refused before any decision: misrouted, unusable or forged."""
         raw_key = msg.key() or b""
         key = raw_key.decode("utf-8", "replace")
         if key != wire.key or self._route(raw_key) != partition:
-            # Refusals (not decisions) are not remembered: the id stays free for a proper send.
-            self._reply_rejected(
-                wire,
-                payload="",
-                reason=RejectReason.MISROUTED,
-                detail=f"record key {_shorten(key)} on partition {partition} "
-                f"does not route {wire.key}",
-                store=False,
+            return RejectReason.MISROUTED, (
+                f"record key {_shorten(key)} on partition {partition} does not route {wire.key}"
             )
-            return
-        problem = envelope_problem(rec["command_id"], rec["reason"])
+        problem = envelope_problem(wire.record["command_id"], wire.record["reason"])
         if problem is None and wire.kind == "APPLY_CREDIT" and not self.signer.verify(msg):
             problem = "an apply-credit record not signed by a processor (forged or re-keyed)"
-        if problem is not None:
-            self._reply_rejected(wire, "", RejectReason.INVALID_COMMAND, problem, store=False)
-            return
-        command = wire.command or self._build_reverse(wire)
-        if isinstance(command, Rejected):
-            self._reply_rejected(wire, "", command.reason, command.detail, store=False)
-            return
-        self._decide(wire, command)
+        return None if problem is None else (RejectReason.INVALID_COMMAND, problem)
 
     def _route(self, key: bytes) -> int:
         """The partition every ledger producer picks for `key` (cached for short keys)."""
@@ -191,9 +198,23 @@ class CommandHandler:
         if isinstance(decision, Rejected):
             self._reply_rejected(wire, fingerprint, decision.reason, decision.detail)
             return
+        event_ids = self._produce_events(decision, wire.key.encode(), now)
+        last_event = event_ids[-1] if event_ids else None
+        for state in decision.states:
+            self.overlay.put(state)
+            self._snapshots[state.account] = (state, last_event)
+        reverses = wire.record["ref_event_id"] if wire.kind == "REVERSE" else None
+        outcome = Outcome(
+            command.command_id, True, None, "", tuple(event_ids), wire.key, fingerprint, reverses
+        )
+        self.stats.accepted += 1
+        self.overlay.record(outcome)
+        self._emit_result(outcome, now)
+
+    def _produce_events(self, decision: Accepted, key: bytes, now: int) -> list[str]:
+        """Journal events, opened accounts and signed routed credits; the events' ids."""
         producer = self.producer
         assert producer is not None
-        key = wire.key.encode()
         event_ids: list[str] = []
         for event in decision.events:
             if isinstance(event, JournalEntry):
@@ -210,17 +231,7 @@ class CommandHandler:
             value = self.codec.encode("command", command_to_record(credit, now))
             producer.produce(self.topic["commands"], key=credit.account.encode(),
                              value=value, headers=self.signer.sign(value))
-        last_event = event_ids[-1] if event_ids else None
-        for state in decision.states:
-            self.overlay.put(state)
-            self._snapshots[state.account] = (state, last_event)
-        reverses = wire.record["ref_event_id"] if wire.kind == "REVERSE" else None
-        outcome = Outcome(
-            command.command_id, True, None, "", tuple(event_ids), wire.key, fingerprint, reverses
-        )
-        self.stats.accepted += 1
-        self.overlay.record(outcome)
-        self._emit_result(outcome, now)
+        return event_ids
 
     def flush_snapshots(self) -> None:
         """One snapshot per account per batch: the topic is compacted, the last one counts."""

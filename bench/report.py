@@ -124,7 +124,9 @@ class Report:
         ]
 
     def ok(self) -> bool:
-        return all(f.error is None and f.value is not None for f in self.figures.values())
+        """Every figure measured (none skipped, none failed)."""
+        return set(FIGURES) <= set(self.figures) and all(
+            f.error is None and f.value is not None for f in self.figures.values())
 
     def as_json(self) -> dict[str, Any]:
         figures = {}

@@ -73,21 +73,24 @@ class Bench:
             self.target.postgres_url))
         self.report.config["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         create_topics(self.settings)
+        phases: list[tuple[str, list[str], Callable[[], None]]] = [
+            ("generate", [], self._generate),
+            ("raw", ["raw_consume", "raw_consume_tuned"], self._raw),
+            ("kafka-perf", ["kafka_consumer_perf"], self._kafka_perf),
+            ("replay-duckdb", ["replay_duckdb", "replay_duckdb_peak_rss"],
+             lambda: self._replay("duckdb")),
+            ("replay-postgres", ["replay_postgres", "replay_postgres_peak_rss"],
+             lambda: self._replay("postgres")),
+            ("baseline", ["seed_baseline"], self._baseline),
+            ("processor", ["processor", "latency_p50", "latency_p99"], self._processor),
+        ]
         try:
-            with self._phase("generate", []):
-                self._generate()
-            with self._phase("raw", ["raw_consume", "raw_consume_tuned"]):
-                self._raw()
-            with self._phase("kafka-perf", ["kafka_consumer_perf"]):
-                self._kafka_perf()
-            with self._phase("replay-duckdb", ["replay_duckdb", "replay_duckdb_peak_rss"]):
-                self._replay("duckdb")
-            with self._phase("replay-postgres", ["replay_postgres", "replay_postgres_peak_rss"]):
-                self._replay("postgres")
-            with self._phase("baseline", ["seed_baseline"]):
-                self._baseline()
-            with self._phase("processor", ["processor", "latency_p50", "latency_p99"]):
-                self._processor()
+            for name, figures, measure in phases:
+                if name in opts.skip:
+                    LOG.info("phase %s skipped", name)
+                    continue
+                with self._phase(name, figures):
+                    measure()
         finally:
             self._cleanup()
         paths = self.report.write(opts.out)
@@ -100,10 +103,6 @@ class Bench:
 
     @contextmanager
     def _phase(self, name: str, figures: list[str]) -> Iterator[None]:
-        if name in self.opts.skip:
-            LOG.info("phase %s skipped", name)
-            yield
-            return
         busy, waited = (machine.wait_quiet(self.opts.quiet_wait, self.opts.quiet_cpu)
                         if self.opts.quiet_wait > 0 else (None, 0.0))
         if busy is not None and busy >= self.opts.quiet_cpu:

@@ -52,3 +52,21 @@ def test_small_bench_reports_every_figure(bootstrap: str, postgres_url: str,
     assert markdown in proc.stdout  # the table is also printed
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "replay.duckdb").exists()  # removed unless --keep
+
+
+def test_skipped_phases_do_not_run(bootstrap: str, postgres_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench-skip"
+    skipped = ["kafka-perf", "replay-postgres", "baseline", "processor"]
+    argv = [sys.executable, "-m", "bench", "--events", "20000", "--bootstrap", bootstrap,
+            "--postgres-url", postgres_url, "--out", str(out), "--partitions", "3",
+            "--quiet-wait", "0", "-q", *(a for s in skipped for a in ("--skip", s))]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240,
+                          check=False)
+    report = json.loads((out / "report.json").read_text())
+    ran = [p["name"] for p in report["phases"]]
+    assert ran == ["generate", "raw", "replay-duckdb"], proc.stderr[-2000:]
+    measured = {k for k, f in report["figures"].items() if f.get("value")}
+    assert {"raw_consume", "replay_duckdb"} <= measured
+    assert not measured & {"processor", "latency_p99", "seed_baseline", "replay_postgres",
+                           "kafka_consumer_perf"}
+    assert report["ok"] is False  # an incomplete run says so

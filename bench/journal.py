@@ -24,6 +24,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ledger.codec import Codec
+from ledger.fastcodec import long_bytes, string_bytes
 from ledger.kafka import make_producer
 from ledger.settings import Settings
 
@@ -43,25 +44,6 @@ REASONS = {
 KIND_INDEX = {"GRANTED": 0, "EARNED": 1, "SPENT": 2, "JOINED": 3}
 ACTOR_INDEX = {"SYSTEM": 0, "USER": 1}
 Progress = Callable[[int, int], None]
-
-
-def zigzag(n: int) -> bytes:
-    """Avro's encoding of an int or long: zig-zag, then a little-endian base-128 varint."""
-    return uvarint((n << 1) ^ (n >> 63))
-
-
-def uvarint(z: int) -> bytes:
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-def avro_string(s: str) -> bytes:
-    b = s.encode()
-    return zigzag(len(b)) + b
 
 
 @dataclass(frozen=True)
@@ -120,22 +102,22 @@ def events(shape: Shape, codec: Codec) -> Iterator[tuple[bytes, bytes, str]]:
     users, rooms = shape.users, shape.rooms
     names = [shape.user(i) for i in range(users)] + [shape.room(i) for i in range(rooms)]
     keys = [n.encode() for n in names]
-    acc = [avro_string(n) for n in names]
-    rewards, spent = avro_string(SYSTEM_ACCOUNTS[0]), avro_string(SYSTEM_ACCOUNTS[1])
-    amt = {v: zigzag(v) for v in range(-GRANT, GRANT + 1)}
-    tails = {k: bytes([2 * (0 if k in ("GRANTED", "EARNED") else 1)]) + avro_string(r) + b"\x00"
+    acc = [string_bytes(n) for n in names]
+    rewards, spent = string_bytes(SYSTEM_ACCOUNTS[0]), string_bytes(SYSTEM_ACCOUNTS[1])
+    amt = {v: long_bytes(v) for v in range(-GRANT, GRANT + 1)}
+    tails = {k: bytes([2 * (0 if k in ("GRANTED", "EARNED") else 1)]) + string_bytes(r) + b"\x00"
              for k, r in REASONS.items()}
     kind_byte = {k: bytes([2 * i]) for k, i in KIND_INDEX.items()}
     low = [bytes([b | 0x80]) for b in range(128)]
-    ev_prefix = header + avro_string(EVENT_ID.format(0))[:-12]
-    cmd_prefix = avro_string(COMMAND_ID.format(0))[:-12]
+    ev_prefix = header + string_bytes(EVENT_ID.format(0))[:-12]
+    cmd_prefix = string_bytes(COMMAND_ID.format(0))[:-12]
     bal = [0] * (users + rooms)
     last_hi, hi_bytes = -1, b""
     for i in range(shape.events):
         zz = (START_MS + i) << 1
         if zz >> 7 != last_hi:
             last_hi = zz >> 7
-            hi_bytes = uvarint(last_hi)
+            hi_bytes = long_bytes(START_MS + i)[1:]  # all but the low 7 bits' byte
         ids = b"%012x" % i
         r = rnd()
         u = int(rnd() * users)

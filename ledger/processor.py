@@ -7,8 +7,8 @@ routed credits, and send the consumed offsets to the transaction. All of it
 commits together or not at all.
 
 The pieces: processor_group (partitions owned and restored), processor_handler
-(one record decided), processor_txn (the transactional producer, its watchdog and
-replacement), processor_state (owned state and the batch's overlay).
+(one record decided), processor_txn (the transactional producers taking turns, their
+watchdog and replacement), processor_state (owned state and the batch's overlay).
 """
 
 from __future__ import annotations
@@ -153,10 +153,9 @@ class CommandProcessor:
 
     def _transact(self, msgs: list[Message]) -> None:
         """Decide the batch in one transaction, with the consumed offsets, and commit it."""
-        producer, consumer = self.producer, self.consumer
-        assert producer is not None and consumer is not None
-        producer.begin_transaction()
-        self.handler.producer = producer
+        consumer = self.consumer
+        assert consumer is not None
+        self.handler.producer = self.txn.begin()
         offsets: dict[int, int] = {}
         for msg in msgs:
             if msg.error() is not None:

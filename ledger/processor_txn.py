@@ -1,4 +1,4 @@
-"""The processor's transactional producer: a watchdog on its calls, and its replacement.
+"""The processor's transactional producers: turns, a watchdog on their calls, replacement.
 
 librdkafka can block in a transactional call past its own timeout once a coordinator's
 broker is gone (confluentinc/librdkafka#5456, #5511), and an abort fails while no
@@ -90,23 +90,55 @@ def is_fenced(e: KafkaException) -> bool:
 
 
 class Transactions:
-    """One instance's transactional producer: commit with offsets, abort, or replace."""
+    """One instance's transactional producers, taking turns: commit with offsets, abort, replace.
+
+    Once a commit returns, the coordinator still writes the transaction's markers, and a
+    new transaction of the same transactional id meets CONCURRENT_TRANSACTIONS until they
+    are written; librdkafka then re-registers partitions after a fixed 20 ms (offsets after
+    retry.backoff.ms). At 2,000 commands/s nearly every batch paid that. So two producers
+    (two stable ids) take turns: the other id's last transaction is long complete. Batches
+    stay sequential, each begun after the previous one committed, so consumed offsets
+    commit in order (and the group coordinator keeps the later commit record regardless).
+    """
 
     def __init__(self, settings: Settings, instance_id: str, stats: ProcessorStats) -> None:
         self.settings, self.stats = settings, stats
-        self.txn_id = f"{settings.topic_prefix}.processor.{instance_id}"
-        self.producer: Producer | None = None
+        legacy = f"{settings.topic_prefix}.processor.{instance_id}"
+        # The first is the one id of earlier versions: starting fences what they left open.
+        self.txn_ids = (legacy, f"{legacy}.b")
+        self.producers: list[Producer | None] = [None, None]
+        self.turn = 0  # whose transaction is (or was last) open
         self._abandoned: list[Producer | None] = []  # a thread may still be inside them
         self._budget = RestartBudget("transactional producer failed")
 
-    def start(self, wait_s: float = 60.0) -> Producer:
-        producer = make_producer(self.settings, transactional_id=self.txn_id)
+    @property
+    def producer(self) -> Producer | None:
+        """The producer of the open (or last) transaction."""
+        return self.producers[self.turn]
+
+    @producer.setter
+    def producer(self, producer: Producer | None) -> None:
+        self.producers[self.turn] = producer
+
+    def start(self, wait_s: float = 60.0) -> None:
+        for turn, txn_id in enumerate(self.txn_ids):
+            self.producers[turn] = self._init(txn_id, wait_s)
+
+    def begin(self) -> Producer:
+        """Begin the next batch's transaction on the other producer."""
+        self.turn ^= 1
+        producer = self.producer
+        assert producer is not None
+        producer.begin_transaction()
+        return producer
+
+    def _init(self, txn_id: str, wait_s: float) -> Producer:
+        producer = make_producer(self.settings, transactional_id=txn_id)
         deadline = time.monotonic() + wait_s
         while True:
             try:
                 # Also aborts whatever a previous incarnation of this id left open.
                 producer.init_transactions(10)
-                self.producer = producer
                 return producer
             except KafkaException as e:
                 if time.monotonic() > deadline or not e.args[0].retriable():
@@ -163,4 +195,4 @@ class Transactions:
         )
         self._abandoned.append(self.producer)  # a thread may still be inside it: never free it
         self.stats.producer_restarts += 1
-        self.start(wait_s=300.0)
+        self.producer = self._init(self.txn_ids[self.turn], wait_s=300.0)

@@ -109,7 +109,9 @@ def test_a_stuck_transactional_call_is_fenced_and_the_batch_retried(
     try:
         assert client.send(OpenAccount(command_id="o", actor=Actor.SYSTEM, reason="",
                                        account="user:rec")).accepted
-        stuck_producer = processor.producer
+        txn = processor.txn  # idle now: the next batch takes the other producer's turn
+        turn = txn.turn ^ 1
+        stuck_producer = txn.producers[turn]
         assert stuck_producer is not None
 
         class Hanging:  # send_offsets_to_transaction never returns (until the test ends)
@@ -120,11 +122,11 @@ def test_a_stuck_transactional_call_is_fenced_and_the_batch_retried(
                 release.wait(120)
                 stuck_producer.send_offsets_to_transaction(*args, **kwargs)
 
-        processor.producer = Hanging()  # type: ignore[assignment]
+        txn.producers[turn] = Hanging()  # type: ignore[assignment]
         outcomes = _earn_all(client, [f"s{n}" for n in range(30)])
         assert all(o.accepted for o in outcomes.values())
         assert processor.stats.producer_restarts == 1
-        assert processor.producer is not stuck_producer
+        assert txn.producers[turn] is not stuck_producer
         assert threaded.thread.is_alive()
     finally:
         release.set()  # the abandoned call now fails: its producer was fenced

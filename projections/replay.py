@@ -43,10 +43,6 @@ LOG = logging.getLogger("ledger.replay")
 MAX_WORKERS = 8
 IN_FLIGHT = 2  # decoded batches handed to the writer thread and not yet written
 BATCH_RECORDS = 25_000  # records per decoded batch: with IN_FLIGHT, bounds what waits
-# Audit rows per bulk insert are whole multiples of DuckDB's row group (122,880 rows):
-# inserts that end mid-group leave partial groups its checkpoint then rewrites (2.3 s of
-# a 1M replay measured here, a third of it); aligned ones are written once.
-INSERT_ROWS = 122_880
 Progress = Callable[[int, int], None]  # (records read, records to read)
 
 
@@ -76,8 +72,6 @@ class Replay:
         self.balances = BalanceAccumulator()
         self.accounts: list[pa.Table] = []  # per batch, in log order (Arrow: compact)
         self.summary: dict[PositionKey, PartitionSummary] = {}
-        self._buffer: list[pa.Table] = []
-        self._buffered = 0
         self.result = ReplayResult()
 
     def run(self) -> ReplayResult:
@@ -154,7 +148,6 @@ class Replay:
                     done += d.records
                     if self.progress:
                         self.progress(min(done, total), total)
-                pending.append(writer.submit(self._write, None))  # the rest of the buffer
                 while pending:
                     pending.popleft().result()
             finally:
@@ -171,23 +164,12 @@ class Replay:
         self.result.later += d.later
         self.result.events += d.events
 
-    def _write(self, audit: pa.Table | None) -> None:
-        """Writer thread: sum the batch, and append audit rows in big statements.
-
-        Batches are buffered (as Arrow, compact) and written in multiples of INSERT_ROWS,
-        the rest kept for the next insert; audit=None writes what is left.
-        """
-        if audit is not None and audit.num_rows:
+    def _write(self, audit: pa.Table) -> None:
+        """Writer thread: sum the batch and append its audit rows."""
+        if audit.num_rows:
             self.balances.add(balance_sums(audit))
             merge_summaries(self.summary, summarize(audit))
-            self._buffer.append(audit)
-            self._buffered += audit.num_rows
-        whole = self._buffered if audit is None else self._buffered // INSERT_ROWS * INSERT_ROWS
-        if whole:
-            rows = pa.concat_tables(self._buffer)
-            self.store.append_rebuild(rows.slice(0, whole))
-            rest = rows.slice(whole)
-            self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
+            self.store.append_rebuild(audit)
 
     def _finish(self) -> None:
         self.store.finish_rebuild(Snapshot(

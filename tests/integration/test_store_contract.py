@@ -155,10 +155,34 @@ def test_abandoned_rebuild_leaves_live_tables(store: SqlProjectionStore) -> None
     store.claim_positions([(TOPIC, 0)])
     store.apply_batch(batch((E1, 0, 0), positions={(TOPIC, 0): (0, 1)}))
     store.begin_rebuild()
+    store.append_rebuild(batch((E2, 0, 1), positions={}).audit)
     store.abandon_rebuild()
     store.begin_rebuild()  # leftovers of an interrupted rebuild are replaced
     store.abandon_rebuild()
     assert dict(store.balance_pairs()) == {"system:rewards": -10, "user:a": 10}
+    assert [r.event_id for r in store.history("user:a")] == ["e1"]
+
+
+def test_rebuild_load_does_not_hold_appended_rows(store: SqlProjectionStore) -> None:
+    """A long replay's memory stays flat: the store keeps none of the Arrow it was given."""
+    def rows(n: int, first: int) -> pa.Table:
+        cols = EventColumns()
+        for i in range(first, first + n):
+            cols.add((f"e{i}", f"c{i}", "EARNED", [("system:rewards", -1), (f"user:u{i}", 1)],
+                      i, "USER", "r" * 50, None), 0, i)
+        return audit_table(cols, TOPIC)
+
+    store.begin_rebuild()
+    before = pa.total_allocated_bytes()
+    one = rows(5_000, 0)
+    size = pa.total_allocated_bytes() - before
+    store.append_rebuild(one)
+    del one
+    for k in range(1, 6):
+        store.append_rebuild(rows(5_000, k * 5_000))
+    held = pa.total_allocated_bytes() - before
+    store.abandon_rebuild()
+    assert size > 0 and held < size, f"{held} bytes of Arrow still held after 6 appends"
 
 
 def test_many_rows_stream_through_bulk_paths(store: SqlProjectionStore) -> None:

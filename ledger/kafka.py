@@ -65,9 +65,11 @@ def consumer_config(settings: Settings, group_id: str | None, **extra: Any) -> d
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
-            # librdkafka 2.x waits 1 s before refetching a partition whose queue was full,
-            # which cut a replay's raw consume rate from ~400k/s to ~150k/s here.
-            "fetch.queue.backoff.ms": 0,
+            # How long the fetcher waits before refetching a partition whose queue was full.
+            # librdkafka's 1 s cut a replay's raw consume rate from ~400k/s to ~150k/s here;
+            # 0 makes the fetcher thread spin on its locks while the queue stays full (3.3
+            # of a 1M replay's 8.2 CPU seconds); 2 ms cost neither (replay 202k -> 237k/s).
+            "fetch.queue.backoff.ms": 2,
         }
     )
     conf.update(extra)

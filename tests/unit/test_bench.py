@@ -32,7 +32,8 @@ def test_generated_events_are_valid_balanced_and_never_overdraw(codec: Codec) ->
         kinds.add(kind)
         postings = rec["postings"]
         assert sum(p["amount"] for p in postings) == 0
-        assert uuid.UUID(rec["event_id"]).version == 4
+        assert uuid.UUID(rec["event_id"]).version == 5  # as the processor's ids
+        assert uuid.UUID(rec["command_id"]).version == 4
         assert rec["event_id"] not in seen
         seen.add(rec["event_id"])
         assert rec["occurred_at"] > last_ms

@@ -22,9 +22,13 @@ from projections.sql_store import Row, SqlProjectionStore
 from projections.store import Snapshot
 
 SCHEME = "duckdb://"
-# A writer's buffer pool: keeps a long replay's memory flat (32 MB: ~35 MB less resident
-# than 64 here, inserts as fast; aggregates beyond it spill to the temp directory).
-DEFAULT_MEMORY_LIMIT = "32MB"
+# DuckDB's buffer pool, unless the URL sets memory_limit. Live use (projector, queries):
+# room for the primary-key indexes of ~1M+ accounts (their build needs ~100 B a key).
+DEFAULT_MEMORY_LIMIT = "512MB"
+# A rebuild's audit load: keeps a long replay's memory flat (32 MB: ~35 MB less resident
+# than 64 here, inserts as fast). Raised back before the accounts and balances go in: with
+# 32 MB their indexes fail at some 300k accounts ("could not allocate block").
+LOAD_MEMORY_LIMIT = "32MB"
 CHUNK = 10_000
 
 
@@ -57,7 +61,9 @@ class DuckDBProjectionStore(SqlProjectionStore):
         conf.update(_options(url))
         conf.update(config or {})
         self._threads_chosen = "threads" in conf
+        self._memory_chosen = "memory_limit" in (_options(url) | dict(config or {}))
         self._threads: int | None = None  # DuckDB's own while a rebuild runs with fewer
+        self._memory: str | None = None  # the pool's limit while a rebuild loads with less
         self._loading = False  # a rebuild's one shadow-load transaction is open
         self._con = self._connect(conf)
         self._lock = threading.RLock()
@@ -146,6 +152,7 @@ class DuckDBProjectionStore(SqlProjectionStore):
             self._loading = True
 
     def finish_rebuild(self, snapshot: Snapshot) -> None:
+        self._restore_memory()
         super().finish_rebuild(snapshot)
         with self._lock:
             self._loading = False
@@ -161,19 +168,32 @@ class DuckDBProjectionStore(SqlProjectionStore):
         super().abandon_rebuild()
 
     def _claim_rebuild(self) -> None:
-        """Bulk inserts on fewer threads than cores: the replay decodes on the others.
+        """Bulk inserts on fewer threads than cores, and a small pool for the audit load.
 
         On two cores, DuckDB's two insert threads fighting the decoding thread made a 1M
-        replay ~35% slower here than one insert thread."""
-        if self._threads_chosen or self.read_only:
+        replay ~35% slower here than one insert thread. Settings chosen in the URL stay."""
+        if self.read_only:
             return
         with self._lock:
-            (threads,) = self._run(self._con.execute,
-                                   "SELECT current_setting('threads')").fetchone()
-            self._threads = int(threads)
-            self._run(self._con.execute, f"SET threads = {rebuild_threads()}")
+            if not self._threads_chosen:
+                self._threads = int(self._setting("threads"))
+                self._run(self._con.execute, f"SET threads = {rebuild_threads()}")
+            if not self._memory_chosen:
+                self._memory = self._setting("memory_limit")
+                self._run(self._con.execute, f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
+
+    def _setting(self, name: str) -> str:
+        (value,) = self._run(self._con.execute, f"SELECT current_setting('{name}')").fetchone()
+        return str(value)
+
+    def _restore_memory(self) -> None:
+        if self._memory is not None:
+            with self._lock:
+                self._run(self._con.execute, f"SET memory_limit = '{self._memory}'")
+            self._memory = None
 
     def _release_rebuild(self) -> None:
+        self._restore_memory()
         if self._threads is not None:
             with self._lock:
                 self._run(self._con.execute, f"SET threads = {self._threads}")

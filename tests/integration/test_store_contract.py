@@ -15,7 +15,15 @@ from projections.decode import Event, EventColumns
 from projections.factory import open_store
 from projections.rows import BalanceAccumulator, account_table, audit_table, balance_deltas
 from projections.sql_store import SqlProjectionStore
-from projections.store import Batch, PartitionSummary, PositionConflict, Snapshot
+from projections.store import (
+    ACCOUNT_SCHEMA,
+    BALANCE_SCHEMA,
+    TS,
+    Batch,
+    PartitionSummary,
+    PositionConflict,
+    Snapshot,
+)
 from tests.integration.journal_factory import fresh_pg_url
 
 pytestmark = pytest.mark.integration
@@ -259,3 +267,21 @@ def test_a_big_rebuild_append_lands_whole(store: SqlProjectionStore) -> None:
     assert store.balance_mismatches(shadow=True) == []
     store.swap_rebuild(as_of=None)
     assert dict(store.balance_pairs()) == dict(acc.pairs())
+
+
+def test_rebuild_of_half_a_million_accounts(store: SqlProjectionStore) -> None:
+    """The accounts' and balances' keys fit however small the audit load's memory was."""
+    n = 500_000
+    names = pa.array([f"user:u{i}" for i in range(n)], pa.string())
+    accounts = pa.table([names, pa.repeat("USER", n), pa.repeat(0, n).cast(pa.int64()),
+                         pa.repeat("OPEN", n), pa.repeat(500, n).cast(pa.int64()).cast(TS),
+                         pa.repeat("", n)], schema=ACCOUNT_SCHEMA)
+    balances = pa.table([names, pa.array(range(n), pa.int64()), pa.repeat("USER", n),
+                         pa.repeat(1, n).cast(pa.int64()),
+                         pa.repeat(500, n).cast(pa.int64()).cast(TS)], schema=BALANCE_SCHEMA)
+    store.begin_rebuild()
+    store.append_rebuild(batch((E1, 0, 0), positions={}).audit)
+    store.finish_rebuild(Snapshot(accounts, balances, {(TOPIC, 0): 1}))
+    store.swap_rebuild(as_of=None)
+    assert store.account_count() == n
+    assert store.balance("user:u499999") is not None

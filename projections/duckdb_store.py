@@ -25,10 +25,13 @@ SCHEME = "duckdb://"
 # DuckDB's buffer pool, unless the URL sets memory_limit. Live use (projector, queries):
 # room for the primary-key indexes of ~1M+ accounts (their build needs ~100 B a key).
 DEFAULT_MEMORY_LIMIT = "512MB"
-# A rebuild's audit load: keeps a long replay's memory flat (32 MB: ~35 MB less resident
-# than 64 here, inserts as fast). Raised back before the accounts and balances go in: with
-# 32 MB their indexes fail at some 300k accounts ("could not allocate block").
-LOAD_MEMORY_LIMIT = "32MB"
+# A rebuild's pool: keeps a long replay's memory flat (32 MB: ~35 MB less resident than 64
+# here, inserts as fast). The accounts' and balances' primary-key indexes are built in
+# memory at the end (~100 B a key): with 32 MB they failed at some 300k accounts, so the
+# limit grows by KEY_MEMORY per key then. Back to the store's own after the swap: with 512
+# MB throughout, committing and checking a 10M-event load took 100 MB more.
+LOAD_MEMORY_MB = 32
+KEY_MEMORY = 128
 CHUNK = 10_000
 
 
@@ -152,7 +155,11 @@ class DuckDBProjectionStore(SqlProjectionStore):
             self._loading = True
 
     def finish_rebuild(self, snapshot: Snapshot) -> None:
-        self._restore_memory()
+        if self._memory is not None:
+            keys = snapshot.accounts.num_rows + snapshot.balances.num_rows
+            mb = LOAD_MEMORY_MB + keys * KEY_MEMORY // 2**20
+            with self._lock:
+                self._run(self._con.execute, f"SET memory_limit = '{mb}MB'")
         super().finish_rebuild(snapshot)
         with self._lock:
             self._loading = False
@@ -180,7 +187,7 @@ class DuckDBProjectionStore(SqlProjectionStore):
                 self._run(self._con.execute, f"SET threads = {rebuild_threads()}")
             if not self._memory_chosen:
                 self._memory = self._setting("memory_limit")
-                self._run(self._con.execute, f"SET memory_limit = '{LOAD_MEMORY_LIMIT}'")
+                self._run(self._con.execute, f"SET memory_limit = '{LOAD_MEMORY_MB}MB'")
 
     def _setting(self, name: str) -> str:
         (value,) = self._run(self._con.execute, f"SELECT current_setting('{name}')").fetchone()

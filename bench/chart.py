@@ -14,7 +14,7 @@ from bench.report import FIGURES, Report
 
 SHORT = {
     "raw_consume": "raw consume\n(ledger settings)",
-    "raw_consume_tuned": "raw consume\n(fetch backoff 0)",
+    "raw_consume_tuned": "raw consume\n(librdkafka defaults)",
     "kafka_consumer_perf": "Kafka perf tool",
     "seed_baseline": "seed-style ORM\n(baseline)",
     "replay_duckdb": "replay -> DuckDB",

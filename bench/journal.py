@@ -142,9 +142,9 @@ def events(shape: Shape, codec: Codec) -> Iterator[tuple[bytes, bytes, str]]:
         else:
             kind, debit, credit, key = "EARNED", rewards, acc[u], u
             bal[u] += a
-        value = b"".join((header, b"\x48", event_id, b"\x48", command_id, kind_byte[kind], b"\x04", debit,
-                          amt[-a], credit, amt[a], b"\x00", low[zz & 0x7F], hi_bytes,
-                          tails[kind]))
+        value = b"".join((header, b"\x48", event_id, b"\x48", command_id, kind_byte[kind],
+                          b"\x04", debit, amt[-a], credit, amt[a], b"\x00", low[zz & 0x7F],
+                          hi_bytes, tails[kind]))
         if i < CHECKED:
             _check(codec, value, i, (event_id.decode(), command_id.decode()), kind, debit,
                    credit, a)

@@ -104,8 +104,7 @@ class Replay:
             consumer.close()
         self.store.begin_rebuild()
         try:
-            self._read(ranges)
-            self._finish()
+            self._finish(self._read(ranges))
         except BaseException:
             self.store.abandon_rebuild()
             raise
@@ -122,7 +121,7 @@ class Replay:
         self.result.ends = {k: high for k, (_, high) in marks.items()}
         return {k: (low, high) for k, (low, high) in marks.items()}
 
-    def _read(self, ranges: Ranges) -> None:
+    def _read(self, ranges: Ranges) -> Snapshot:
         """Decode (here or in worker processes) and write on one writer thread.
 
         Writing batch n overlaps decoding batch n+1 as far as the GIL lets it (the store's
@@ -148,6 +147,7 @@ class Replay:
                     done += d.records
                     if self.progress:
                         self.progress(min(done, total), total)
+                snapshot = self._snapshot()  # while the writer finishes the last batches
                 while pending:
                     pending.popleft().result()
             finally:
@@ -155,6 +155,15 @@ class Replay:
                     f.cancel()
         if self.progress:
             self.progress(total, total)
+        return snapshot
+
+    def _snapshot(self) -> Snapshot:
+        """Accounts, balances and positions as read; the balances' checksum."""
+        balances = self.balances.table()
+        self.result.checksum = balance_checksum(self.balances.pairs())
+        self.result.accounts = balances.num_rows
+        return Snapshot(accounts=latest_accounts(self.accounts), balances=balances,
+                        positions=self.result.ends)
 
     def _count(self, d: Decoded) -> None:
         """Sum the batch here, not on the writer thread: the store's insert is the longer
@@ -174,12 +183,8 @@ class Replay:
         if audit.num_rows:
             self.store.append_rebuild(audit)
 
-    def _finish(self) -> None:
-        self.store.finish_rebuild(Snapshot(
-            accounts=latest_accounts(self.accounts), balances=self.balances.table(),
-            positions=self.result.ends))
-        self.result.checksum = balance_checksum(self.balances.pairs())
-        self.result.accounts = len(self.balances)
+    def _finish(self, snapshot: Snapshot) -> None:
+        self.store.finish_rebuild(snapshot)
         self._check_shadow()
         self.store.swap_rebuild(self.as_of)
         for b in self.result.bad:
@@ -196,7 +201,7 @@ class Replay:
         mismatches = self.store.balance_mismatches(shadow=True)
         if mismatches:
             problems.append(f"balances differ from audit sums: {mismatches}")
-        checksum = balance_checksum(self.store.balance_pairs(shadow=True))
+        checksum = self.store.balance_checksum(shadow=True)
         if checksum != self.result.checksum:
             problems.append(f"balance checksum {checksum} != {self.result.checksum}")
         if problems:

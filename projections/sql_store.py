@@ -16,6 +16,7 @@ from typing import Any, Self
 
 import pyarrow as pa
 
+from projections.checksum import balance_checksum
 from projections.store import (
     META_AS_OF,
     META_STORE_ID,
@@ -277,6 +278,9 @@ class SqlProjectionStore(ABC):
         sql = f"SELECT account, balance FROM balances{_sfx(shadow)}"
         for account, balance in self._stream(sql):
             yield account, int(balance)
+
+    def balance_checksum(self, shadow: bool = False) -> str:
+        return balance_checksum(self.balance_pairs(shadow))
 
     def audit_summary(self, shadow: bool = False) -> dict[PositionKey, PartitionSummary]:
         with self._transaction():

@@ -185,6 +185,9 @@ class ProjectionStore(Protocol):
     def balance_pairs(self, shadow: bool = False) -> Iterator[tuple[str, int]]:
         """Every (account, balance), in no particular order."""
 
+    def balance_checksum(self, shadow: bool = False) -> str:
+        """checksum.balance_checksum of balance_pairs (computed where the rows are)."""
+
     def audit_summary(self, shadow: bool = False) -> dict[PositionKey, PartitionSummary]: ...
 
     def floor_breaches(self, limit: int = 10) -> list[tuple[str, int, int]]:

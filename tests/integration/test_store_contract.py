@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from ledger.errors import StoreError
+from projections.checksum import balance_checksum
 from projections.decode import Event, EventColumns
 from projections.factory import open_store
 from projections.rows import BalanceAccumulator, account_table, audit_table, balance_deltas
@@ -285,3 +286,20 @@ def test_rebuild_of_half_a_million_accounts(store: SqlProjectionStore) -> None:
     store.swap_rebuild(as_of=None)
     assert store.account_count() == n
     assert store.balance("user:u499999") is not None
+
+
+def test_balance_checksum_is_the_reference_one(store: SqlProjectionStore) -> None:
+    """Computed where the rows are (SQL in DuckDB), it equals checksum.balance_checksum."""
+    names = ["user:ünïcode", "room:a b", "user:" + "x" * 300, "user:z", "system:rewards"]
+    amounts = [7, -3, 0, 2**62, -(2**62) - 4]
+    balances = pa.table([pa.array(names), pa.array(amounts, pa.int64()),
+                         pa.array([n.split(":")[0].upper() for n in names]),
+                         pa.repeat(1, 5).cast(pa.int64()),
+                         pa.repeat(500, 5).cast(pa.int64()).cast(TS)], schema=BALANCE_SCHEMA)
+    assert store.balance_checksum() == balance_checksum([]) == "0" * 16
+    store.begin_rebuild()
+    store.finish_rebuild(Snapshot(ACCOUNT_SCHEMA.empty_table(), balances, {}))
+    assert store.balance_checksum(shadow=True) == balance_checksum(zip(names, amounts))
+    store.swap_rebuild(as_of=None)
+    assert store.balance_checksum() == balance_checksum(store.balance_pairs())
+    assert store.balance_checksum() == balance_checksum(zip(names, amounts))

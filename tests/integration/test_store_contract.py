@@ -299,7 +299,7 @@ def test_balance_checksum_is_the_reference_one(store: SqlProjectionStore) -> Non
     assert store.balance_checksum() == balance_checksum([]) == "0" * 16
     store.begin_rebuild()
     store.finish_rebuild(Snapshot(ACCOUNT_SCHEMA.empty_table(), balances, {}))
-    assert store.balance_checksum(shadow=True) == balance_checksum(zip(names, amounts))
+    assert store.balance_checksum(shadow=True) == balance_checksum(zip(names, amounts, strict=True))
     store.swap_rebuild(as_of=None)
     assert store.balance_checksum() == balance_checksum(store.balance_pairs())
-    assert store.balance_checksum() == balance_checksum(zip(names, amounts))
+    assert store.balance_checksum() == balance_checksum(zip(names, amounts, strict=True))

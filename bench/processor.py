@@ -32,7 +32,7 @@ from bench.replay import ledger_cli
 from ledger.client import LedgerClient
 from ledger.codec import Codec
 from ledger.domain import Actor, Earn, Spend, entry_event_id
-from ledger.kafka import make_consumer, make_producer
+from ledger.kafka import committed, make_consumer, make_producer
 from ledger.records import Outcome, command_to_record
 from ledger.settings import Settings
 
@@ -153,7 +153,7 @@ def wait_committed(settings: Settings, ends: dict[int, int], proc: subprocess.Po
     try:
         while True:
             now = time.monotonic()
-            done = sum(max(tp.offset, 0) for tp in watcher.committed(tps, timeout=10))
+            done = sum(max(tp.offset, 0) for tp in committed(watcher, tps))
             if first is None and done > 0:
                 first = (now, done)
             if done >= total:

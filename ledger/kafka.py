@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     Consumer,
@@ -223,19 +224,40 @@ _NOT_YET = frozenset(
 )
 
 
-def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
-    """(low, high) offsets, retrying while the partition has no leader yet."""
+T = TypeVar("T")
+
+# ... and a group coordinator that is not ready yet, e.g. on a broker that just started.
+_NO_COORDINATOR_YET = frozenset(
+    {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+     KafkaError.COORDINATOR_NOT_AVAILABLE}
+)
+
+
+def retrying(call: Callable[[], T], timeout: float = 10.0) -> T:
+    """call(), again every 0.1 s for up to `timeout` while Kafka answers "not yet"."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-            return int(low), int(high)
+            return call()
         except KafkaException as e:
             err = e.args[0]
-            transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in _NOT_YET)
+            transient = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in _NOT_YET or err.code() in _NO_COORDINATOR_YET)
             if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
+    """(low, high) offsets, retrying while the partition has no leader yet."""
+    low, high = retrying(lambda: consumer.get_watermark_offsets(tp, timeout=timeout), timeout)
+    return int(low), int(high)
+
+
+def committed(consumer: Consumer, tps: list[TopicPartition],
+              timeout: float = 10.0) -> list[TopicPartition]:
+    """The group's committed offsets, retrying while its coordinator is not ready yet."""
+    return list(retrying(lambda: consumer.committed(tps, timeout=timeout), timeout))
 
 
 def consume_ready(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:

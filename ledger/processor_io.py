@@ -7,7 +7,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from ledger.codec import Codec
 from ledger.domain import JournalEntry
 from ledger.errors import CodecError
-from ledger.kafka import make_consumer, topic_partitions
+from ledger.kafka import committed, make_consumer, topic_partitions
 from ledger.records import ReverseRef, entry_from_record
 from ledger.settings import Settings
 
@@ -91,7 +91,7 @@ def pending_commands(settings: Settings) -> int:
         parts = [TopicPartition(topic, p) for p in range(topic_partitions(settings, topic))]
         start = [
             TopicPartition(topic, tp.partition, max(tp.offset, 0))
-            for tp in consumer.committed(parts, timeout=10)
+            for tp in committed(consumer, parts)
         ]
         consumer.assign(start)
         pending, seen = {tp.partition for tp in start}, 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import subprocess
 import threading
 from collections.abc import Callable
@@ -195,3 +197,33 @@ def test_one_rebuild_at_a_time_on_postgres(postgres_url: str) -> None:
         first.abandon_rebuild()
         second.begin_rebuild()
         second.abandon_rebuild()
+
+
+def test_a_replay_killed_mid_load_leaves_the_live_tables(make_settings: MakeSettings,
+                                                         store_url: str) -> None:
+    """kill -9 while the shadow tables load (one open transaction in DuckDB): the live
+    tables are as before, and the next replay rebuilds them the same."""
+    from bench.journal import Shape
+    from bench.journal import write_journal as write_bench_journal
+
+    settings = make_settings(partitions=3)
+    write_bench_journal(settings, Shape.for_events(400_000, seed=7))
+    with open_store(store_url) as store:
+        assert isinstance(store, SqlProjectionStore)
+        first = Replay(settings, store).run()
+        before = (store.balance_checksum(), store.positions(), store.audit_summary())
+    proc = subprocess.Popen([*ledger_argv(settings, store_url), "replay", "--progress"],
+                            stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen = b""
+    while proc.poll() is None and not re.search(rb"\] +([1-8]\d|\d)\.\d%", seen):
+        seen += os.read(proc.stderr.fileno(), 4096)
+    assert proc.poll() is None, f"the replay ended before it could be killed: {seen[-300:]!r}"
+    proc.kill()
+    proc.wait()
+    with open_store(store_url) as store:
+        assert isinstance(store, SqlProjectionStore)
+        assert (store.balance_checksum(), store.positions(), store.audit_summary()) == before
+        again = Replay(settings, store).run()
+        assert again.checksum == first.checksum and again.events == first.events == 400_000
+        assert (store.balance_checksum(), store.positions(), store.audit_summary()) == before

@@ -213,24 +213,23 @@ def consumer_lag(consumer: Consumer, topic: str, partitions: list[int]) -> dict[
     return lag
 
 
-# Answers a broker gives for a partition it does not lead yet, e.g. just after creation.
+# Answers a broker gives for a partition it does not lead yet, e.g. just after creation,
+# or for a group whose coordinator is not ready yet, e.g. on a broker that just started.
 _NOT_YET = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError._UNKNOWN_PARTITION,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
     }
 )
 
 
 T = TypeVar("T")
 
-# ... and a group coordinator that is not ready yet, e.g. on a broker that just started.
-_NO_COORDINATOR_YET = frozenset(
-    {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-     KafkaError.COORDINATOR_NOT_AVAILABLE}
-)
 
 
 def retrying(call: Callable[[], T], timeout: float = 10.0) -> T:
@@ -241,8 +240,7 @@ def retrying(call: Callable[[], T], timeout: float = 10.0) -> T:
             return call()
         except KafkaException as e:
             err = e.args[0]
-            transient = isinstance(err, KafkaError) and (
-                err.retriable() or err.code() in _NOT_YET or err.code() in _NO_COORDINATOR_YET)
+            transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in _NOT_YET)
             if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from ledger.errors import StoreError
-from projections.sql_store import SHADOW, Row, SqlProjectionStore
+from projections.sql_store import Row, SqlProjectionStore, _sfx
 from projections.store import Snapshot
 
 SCHEME = "duckdb://"
@@ -35,7 +35,7 @@ KEY_MEMORY = 128
 CHUNK = 10_000
 CHECKSUM_SQL = """SELECT printf('%016x', (coalesce(sum(
     ('0x' || sha256(account || chr(0) || balance::VARCHAR)[1:16])::UBIGINT::HUGEINT), 0)
-    % 18446744073709551616)::UBIGINT) FROM {table}"""
+    % 18446744073709551616)::UBIGINT) FROM balances{s}"""
 
 
 def duckdb_path(url: str) -> str:
@@ -63,11 +63,10 @@ class DuckDBProjectionStore(SqlProjectionStore):
         self._url = url
         self.path = duckdb_path(url)
         self.read_only = read_only
-        conf: dict[str, Any] = {} if read_only else {"memory_limit": DEFAULT_MEMORY_LIMIT}
-        conf.update(_options(url))
-        conf.update(config or {})
-        self._threads_chosen = "threads" in conf
-        self._memory_chosen = "memory_limit" in (_options(url) | dict(config or {}))
+        chosen: dict[str, Any] = {**_options(url), **(config or {})}
+        conf = chosen if read_only else {"memory_limit": DEFAULT_MEMORY_LIMIT, **chosen}
+        self._threads_chosen = "threads" in chosen
+        self._memory_chosen = "memory_limit" in chosen
         self._threads: int | None = None  # DuckDB's own while a rebuild runs with fewer
         self._memory: str | None = None  # the pool's limit while a rebuild loads with less
         self._loading = False  # a rebuild's one shadow-load transaction is open
@@ -180,9 +179,8 @@ class DuckDBProjectionStore(SqlProjectionStore):
     def balance_checksum(self, shadow: bool = False) -> str:
         """checksum.balance_checksum in SQL: a sum of the first 8 bytes of each row's
         sha256, modulo 2**64 (~5x faster than streaming the rows to Python)."""
-        table = f"balances{SHADOW}" if shadow else "balances"
         with self._transaction():
-            (value,) = self._execute(CHECKSUM_SQL.format(table=table))[0]
+            (value,) = self._execute(CHECKSUM_SQL.format(s=_sfx(shadow)))[0]
         return str(value)
 
     def _claim_rebuild(self) -> None:
@@ -204,14 +202,11 @@ class DuckDBProjectionStore(SqlProjectionStore):
         (value,) = self._run(self._con.execute, f"SELECT current_setting('{name}')").fetchone()
         return str(value)
 
-    def _restore_memory(self) -> None:
+    def _release_rebuild(self) -> None:
         if self._memory is not None:
             with self._lock:
                 self._run(self._con.execute, f"SET memory_limit = '{self._memory}'")
             self._memory = None
-
-    def _release_rebuild(self) -> None:
-        self._restore_memory()
         if self._threads is not None:
             with self._lock:
                 self._run(self._con.execute, f"SET threads = {self._threads}")

@@ -14,7 +14,13 @@ from ledger.errors import StoreError
 from projections.checksum import balance_checksum
 from projections.decode import Event, EventColumns
 from projections.factory import open_store
-from projections.rows import BalanceAccumulator, account_table, audit_table, balance_deltas
+from projections.rows import (
+    BalanceAccumulator,
+    account_table,
+    account_types,
+    audit_table,
+    balance_deltas,
+)
 from projections.sql_store import SqlProjectionStore
 from projections.store import (
     ACCOUNT_SCHEMA,
@@ -270,6 +276,14 @@ def test_a_big_rebuild_append_lands_whole(store: SqlProjectionStore) -> None:
     assert dict(store.balance_pairs()) == dict(acc.pairs())
 
 
+def balance_table(accounts: pa.Array, balances: pa.Array) -> pa.Table:
+    """BALANCE_SCHEMA rows of those accounts and balances (one posting each)."""
+    n = len(accounts)
+    return pa.table([accounts, balances, account_types(accounts),
+                     pa.repeat(1, n).cast(pa.int64()),
+                     pa.repeat(500, n).cast(pa.int64()).cast(TS)], schema=BALANCE_SCHEMA)
+
+
 def test_rebuild_of_half_a_million_accounts(store: SqlProjectionStore) -> None:
     """The accounts' and balances' keys fit however small the audit load's memory was."""
     n = 500_000
@@ -277,9 +291,7 @@ def test_rebuild_of_half_a_million_accounts(store: SqlProjectionStore) -> None:
     accounts = pa.table([names, pa.repeat("USER", n), pa.repeat(0, n).cast(pa.int64()),
                          pa.repeat("OPEN", n), pa.repeat(500, n).cast(pa.int64()).cast(TS),
                          pa.repeat("", n)], schema=ACCOUNT_SCHEMA)
-    balances = pa.table([names, pa.array(range(n), pa.int64()), pa.repeat("USER", n),
-                         pa.repeat(1, n).cast(pa.int64()),
-                         pa.repeat(500, n).cast(pa.int64()).cast(TS)], schema=BALANCE_SCHEMA)
+    balances = balance_table(names, pa.array(range(n), pa.int64()))
     store.begin_rebuild()
     store.append_rebuild(batch((E1, 0, 0), positions={}).audit)
     store.finish_rebuild(Snapshot(accounts, balances, {(TOPIC, 0): 1}))
@@ -292,10 +304,7 @@ def test_balance_checksum_is_the_reference_one(store: SqlProjectionStore) -> Non
     """Computed where the rows are (SQL in DuckDB), it equals checksum.balance_checksum."""
     names = ["user:ünïcode", "room:a b", "user:" + "x" * 300, "user:z", "system:rewards"]
     amounts = [7, -3, 0, 2**62, -(2**62) - 4]
-    balances = pa.table([pa.array(names), pa.array(amounts, pa.int64()),
-                         pa.array([n.split(":")[0].upper() for n in names]),
-                         pa.repeat(1, 5).cast(pa.int64()),
-                         pa.repeat(500, 5).cast(pa.int64()).cast(TS)], schema=BALANCE_SCHEMA)
+    balances = balance_table(pa.array(names), pa.array(amounts, pa.int64()))
     assert store.balance_checksum() == balance_checksum([]) == "0" * 16
     store.begin_rebuild()
     store.finish_rebuild(Snapshot(ACCOUNT_SCHEMA.empty_table(), balances, {}))

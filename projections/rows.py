@@ -2,6 +2,10 @@
 
 Pure functions over Arrow tables; no Kafka, no database. Event-level fields are
 collected once per event and spread over its postings with one `take`.
+
+Sums per account and per partition hash the keys once (dictionary_encode) and add
+with numpy: Arrow's group_by runs an Acero plan on its thread pool, whose buffers
+held ~35 MB more at a replay's peak here (each group_by per batch), at the same speed.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -52,11 +58,39 @@ def account_type(account: str) -> str:
     return account.split(":", 1)[0].upper()
 
 
+Int64s = npt.NDArray[np.int64]
+
+
+def _ints(column: pa.Array | pa.ChunkedArray) -> Int64s:
+    return np.asarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _sums_by_account(accounts: pa.Array | pa.ChunkedArray, amounts: Int64s,
+                     postings: Int64s | None, times: Int64s) -> pa.Table:
+    """Per distinct account (first-seen order): sum of amounts, of postings (or the rows
+    when None), latest time."""
+    if isinstance(accounts, pa.ChunkedArray):  # one dictionary for all of it
+        accounts = accounts.combine_chunks()
+    encoded = pc.dictionary_encode(accounts)
+    keys = encoded.indices.to_numpy()
+    n = len(encoded.dictionary)
+    balance = np.zeros(n, np.int64)
+    np.add.at(balance, keys, amounts)
+    if postings is None:
+        count = np.bincount(keys, minlength=n).astype(np.int64)
+    else:
+        count = np.zeros(n, np.int64)
+        np.add.at(count, keys, postings)
+    latest = np.full(n, np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(latest, keys, times)
+    return pa.table({"account": encoded.dictionary, "balance": balance, "postings": count,
+                     "updated_at": pa.array(latest).cast(TS)})
+
+
 def balance_sums(audit: pa.Table) -> pa.Table:
     """Per account: sum of amounts, count of postings, latest occurred_at (no type)."""
-    g = audit.group_by("account").aggregate(
-        [("amount", "sum"), ("amount", "count"), ("occurred_at", "max")])
-    return g.rename_columns(["account", "balance", "postings", "updated_at"])
+    return _sums_by_account(audit.column("account"), _ints(audit.column("amount")), None,
+                            _ints(audit.column("occurred_at")))
 
 
 def balance_deltas(audit: pa.Table) -> pa.Table:
@@ -93,9 +127,10 @@ class BalanceAccumulator:
         if len(self._parts) != 1:
             empty = pa.table({n: pa.array([], BALANCE_SCHEMA.field(n).type)
                               for n in ("account", "balance", "postings", "updated_at")})
-            g = pa.concat_tables([empty, *self._parts]).group_by("account").aggregate(
-                [("balance", "sum"), ("postings", "sum"), ("updated_at", "max")])
-            self._parts = [g.rename_columns(["account", "balance", "postings", "updated_at"])]
+            t = pa.concat_tables([empty, *self._parts])
+            self._parts = [_sums_by_account(
+                t.column("account"), _ints(t.column("balance")), _ints(t.column("postings")),
+                _ints(t.column("updated_at")))]
             self._rows = self._compacted = self._parts[0].num_rows
         return self._parts[0]
 
@@ -138,20 +173,33 @@ def latest_accounts(tables: list[pa.Table]) -> pa.Table:
 
 def summarize(audit: pa.Table) -> dict[PositionKey, PartitionSummary]:
     """Per (topic, partition): postings, events, sums — the same figures the store reports."""
-    if audit.num_rows == 0:
-        return {}
-    t = pa.table({
-        "topic": audit.column("topic"), "partition": audit.column("partition"),
-        "amount": audit.column("amount"), "abs": pc.abs(audit.column("amount")),
-        "first": pc.cast(pc.equal(audit.column("posting"), 0), pa.int64()),
-        "offset": audit.column("offset"),
-    })
-    g = t.group_by(["topic", "partition"]).aggregate(
-        [("amount", "count"), ("first", "sum"), ("amount", "sum"), ("abs", "sum"),
-         ("offset", "sum")]).to_pylist()
-    return {(r["topic"], r["partition"]): PartitionSummary(
-        r["amount_count"], r["first_sum"], r["amount_sum"], r["abs_sum"], r["offset_sum"])
-        for r in g}
+    topics = audit.column("topic")
+    names = pc.unique(topics).to_pylist()
+    if len(names) == 1:  # the journal's topic: every row
+        return _summarize_topic(names[0], audit)
+    out: dict[PositionKey, PartitionSummary] = {}
+    for topic in names:
+        out.update(_summarize_topic(topic, audit.filter(pc.equal(topics, topic))))
+    return out
+
+
+def _summarize_topic(topic: str, rows: pa.Table) -> dict[PositionKey, PartitionSummary]:
+    partitions = _ints(rows.column("partition"))
+    amounts = _ints(rows.column("amount"))
+    size = int(partitions.max()) + 1
+
+    def total(values: Int64s) -> Int64s:
+        sums = np.zeros(size, np.int64)
+        np.add.at(sums, partitions, values)
+        return sums
+
+    postings = np.bincount(partitions, minlength=size)
+    events = total((_ints(rows.column("posting")) == 0).astype(np.int64))
+    amount, absolute = total(amounts), total(np.abs(amounts))
+    offsets = total(_ints(rows.column("offset")))
+    return {(topic, int(p)): PartitionSummary(
+        int(postings[p]), int(events[p]), int(amount[p]), int(absolute[p]), int(offsets[p]))
+        for p in np.flatnonzero(postings)}
 
 
 def merge_summaries(into: dict[PositionKey, PartitionSummary],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from projections.decode import Event, EventColumns
 from projections.rows import (
@@ -114,3 +116,46 @@ def test_latest_accounts_keeps_the_last_state_of_each() -> None:
     assert sorted((r["account"], r["status"]) for r in got.to_pylist()) == [
         ("user:a", "CLOSED"), ("user:b", "OPEN")]
     assert latest_accounts([]).num_rows == 0
+
+
+postings_st = st.lists(st.tuples(st.sampled_from(["user:a", "user:b", "room:r", "system:x", "é"]),
+                                 st.integers(-2**40, 2**40)), min_size=1, max_size=4)
+events_st = st.lists(st.tuples(postings_st, st.integers(0, 2**41), st.integers(0, 5),
+                               st.sampled_from(["p.events", "q.events"])), max_size=30)
+
+
+def _audit(events: list[tuple[list[tuple[str, int]], int, int, str]], chunk: int) -> pa.Table:
+    """The audit rows of generated events, in chunks of `chunk` events (each with its topic)."""
+    tables = [audit_table(columns(((f"e{i}", "c", "EARNED", postings, at, "USER", "", None),
+                                   partition, i)), topic)
+              for i, (postings, at, partition, topic) in enumerate(events)]
+    merged = [pa.concat_tables(tables[i:i + chunk]) for i in range(0, len(tables), chunk)]
+    return pa.concat_tables([AUDIT_SCHEMA.empty_table(), *merged])
+
+
+@settings(max_examples=150, deadline=None)
+@given(events_st, st.integers(1, 7), st.integers(1, 5))
+def test_sums_and_summaries_equal_a_plain_fold(
+    events: list[tuple[list[tuple[str, int]], int, int, str]], chunk: int, compact: int
+) -> None:
+    """Per account and per partition, on chunked, multi-topic input, as a dict fold says."""
+    balances: dict[str, list[int]] = {}
+    summary: dict[tuple[str, int], PartitionSummary] = {}
+    for i, (postings, at, partition, topic) in enumerate(events):
+        for n, (account, amount) in enumerate(postings):
+            b = balances.setdefault(account, [0, 0, -2**63])
+            b[0], b[1], b[2] = b[0] + amount, b[1] + 1, max(b[2], at)
+            merge_summaries(summary, {(topic, partition): PartitionSummary(
+                1, int(n == 0), amount, abs(amount), i)})
+    audit = _audit(events, chunk)
+    assert summarize(audit) == summary
+    deltas = balance_deltas(audit)
+    deltas = deltas.set_column(4, "updated_at", deltas.column("updated_at").cast(pa.int64()))
+    assert {r["account"]: [r["balance"], r["postings"], r["updated_at"]]
+            for r in deltas.to_pylist()} == balances
+    acc = BalanceAccumulator()
+    acc.COMPACT_ROWS = compact  # compacts every few batches
+    for i in range(0, audit.num_rows, 3):
+        acc.add(balance_deltas(audit.slice(i, 3)))
+    assert {r["account"]: [r["balance"], r["postings"]] for r in acc.table().to_pylist()} == {
+        a: b[:2] for a, b in balances.items()}

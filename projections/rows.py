@@ -10,7 +10,7 @@ held ~35 MB more at a replay's peak here (each group_by per batch), at the same 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -138,10 +138,11 @@ class BalanceAccumulator:
         """Accounts with at least one posting."""
         return int(self._compact().num_rows)
 
-    def pairs(self) -> Iterable[tuple[str, int]]:
-        t = self._compact()
-        return zip(t.column("account").to_pylist(), t.column("balance").to_pylist(),
-                   strict=True)
+    def pairs(self) -> Iterator[tuple[str, int]]:
+        """(account, balance) rows, made Python objects a slice at a time (memory)."""
+        for batch in self._compact().select(["account", "balance"]).to_batches(8192):
+            yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(),
+                           strict=True)
 
     def table(self) -> pa.Table:
         t = self._compact()
@@ -166,9 +167,10 @@ def account_table(records: Iterable[Record]) -> pa.Table:
 def latest_accounts(tables: list[pa.Table]) -> pa.Table:
     """ACCOUNT_SCHEMA tables in log order -> the last row of each account."""
     t = pa.concat_tables([ACCOUNT_SCHEMA.empty_table(), *tables])
-    order = pa.table({"account": t.column("account"), "i": pa.array(range(t.num_rows), pa.int64())})
-    last = order.group_by("account").aggregate([("i", "max")]).column("i_max")
-    return t.take(last.combine_chunks() if isinstance(last, pa.ChunkedArray) else last)
+    encoded = pc.dictionary_encode(t.column("account").combine_chunks())
+    last = np.zeros(len(encoded.dictionary), np.int64)
+    np.maximum.at(last, encoded.indices.to_numpy(), np.arange(t.num_rows, dtype=np.int64))
+    return t.take(pa.array(last))
 
 
 def summarize(audit: pa.Table) -> dict[PositionKey, PartitionSummary]:

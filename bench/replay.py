@@ -1,18 +1,20 @@
 """`ledger replay` as its own process: events per second and peak resident memory.
 
 Each replay is a separate child. The replay may start decoder processes of its own,
-so memory is sampled (psutil, every 50 ms) over the child's whole process tree: the
-headline is the peak of the summed RSS (conservative: shared library pages count once
-per process); the summed PSS and os.wait4's ru_maxrss (largest single process) are
-details. The samples also show whether memory grows with the number of events read
-(it should stay flat once the batches are in flight).
+so memory is sampled (psutil, every 50 ms) over the child's whole process tree. The
+headline is the larger of the summed RSS's peak (conservative: shared library pages
+count once per process) and the largest process's own high-water mark (VmHWM, which the
+kernel keeps exactly, so no spike between samples is missed). os.wait4's ru_maxrss is
+not used: Linux counts the parent's resident memory at the child's exec into it (a
+10 MB child of a 300 MB parent reports 311 MB). The summed PSS is a detail. The samples
+also show whether memory grows with the number of events read (it should stay flat
+once the batches are in flight).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import resource
 import subprocess
 import sys
 import threading
@@ -37,9 +39,9 @@ class ReplayRun:
     accounts: int
     seconds: float  # the child process, start to exit (interpreter start-up included)
     reported_per_s: float  # what `ledger replay` itself printed (command start to swap)
-    peak_rss_mb: float  # peak of the process tree's summed RSS
+    peak_rss_mb: float  # the summed RSS's peak, or the largest VmHWM if that is higher
     peak_pss_mb: float  # peak of the process tree's summed PSS
-    maxrss_mb: float  # ru_maxrss from wait4: the largest single process
+    hwm_mb: float  # the largest single process's own peak RSS (VmHWM)
     processes: int  # most processes seen in the tree at once
     rss_mid_mb: float  # highest sample in the second quarter of the run (start-up is over)
     rss_end_mb: float  # highest sample in the last quarter
@@ -71,7 +73,20 @@ def replay_argv(settings: Settings, store: str, out: Path | None,
 Sample = tuple[float, float, float, int]  # (time, RSS MB, PSS MB, processes)
 
 
-def _sample(pid: int, samples: list[Sample], done: threading.Event) -> None:
+def _hwm_mb(pid: int) -> float:
+    """The process's peak resident memory as the kernel recorded it (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _sample(pid: int, samples: list[Sample], hwm: dict[int, float],
+            done: threading.Event) -> None:
     try:
         root = psutil.Process(pid)
     except psutil.Error:
@@ -91,6 +106,7 @@ def _sample(pid: int, samples: list[Sample], done: threading.Event) -> None:
             rss += mem.rss / 2**20
             pss += getattr(mem, "pss", mem.rss) / 2**20
             count += 1
+            hwm[proc.pid] = max(hwm.get(proc.pid, 0.0), _hwm_mb(proc.pid))
         if count:
             samples.append((time.monotonic(), rss, pss, count))
         done.wait(SAMPLE_S)
@@ -107,8 +123,10 @@ def run_replay(settings: Settings, store: str, out: Path | None = None,
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     samples: list[Sample] = []
+    hwm: dict[int, float] = {}
     done = threading.Event()
-    sampler = threading.Thread(target=_sample, args=(proc.pid, samples, done), daemon=True)
+    sampler = threading.Thread(target=_sample, args=(proc.pid, samples, hwm, done),
+                               daemon=True)
     sampler.start()
     assert proc.stdout is not None
     reader_out: list[bytes] = []
@@ -116,7 +134,7 @@ def run_replay(settings: Settings, store: str, out: Path | None = None,
                               daemon=True)
     reader.start()
     try:
-        status, rusage = _wait4(proc.pid, started + timeout_s)
+        status = _reap(proc.pid, started + timeout_s)
     except BaseException:
         proc.kill()
         proc.wait()
@@ -135,22 +153,23 @@ def run_replay(settings: Settings, store: str, out: Path | None = None,
     quarter = (ended - started) / 4
     mid = [mb for t, mb, _, _ in samples if started + quarter < t <= started + 2 * quarter]
     end = [mb for t, mb, _, _ in samples if t > ended - quarter]
-    every = [mb for _, mb, _, _ in samples] or [rusage.ru_maxrss / 1024]
+    largest = max(hwm.values(), default=0.0)
+    every = [mb for _, mb, _, _ in samples] or [largest]
     return ReplayRun(
         store=str(out) if out is not None else store.split("@")[-1],
         events=int(m["events"]), accounts=int(m["accounts"]), seconds=ended - started,
         reported_per_s=float(m["rate"].replace(",", "")),
-        peak_rss_mb=max(every), peak_pss_mb=max((s[2] for s in samples), default=0.0),
-        maxrss_mb=rusage.ru_maxrss / 1024, processes=max((s[3] for s in samples), default=1),
+        peak_rss_mb=max(*every, largest), peak_pss_mb=max((s[2] for s in samples), default=0.0),
+        hwm_mb=largest, processes=max((s[3] for s in samples), default=1),
         rss_mid_mb=max(mid or every), rss_end_mb=max(end or every), output=text)
 
 
-def _wait4(pid: int, deadline: float) -> tuple[int, resource.struct_rusage]:
-    """Reap exactly this child, with its own rusage; polls so that a timeout can fire."""
+def _reap(pid: int, deadline: float) -> int:
+    """Reap exactly this child; polls so that a timeout can fire."""
     while True:
-        got, status, rusage = os.wait4(pid, os.WNOHANG)
+        got, status = os.waitpid(pid, os.WNOHANG)
         if got == pid:
-            return status, rusage
+            return status
         if time.monotonic() > deadline:
             raise TimeoutError(f"replay (pid {pid}) still running at its deadline")
         time.sleep(0.02)

@@ -183,11 +183,12 @@ class Bench:
                         "(without interpreter start-up)", seconds=run.seconds,
                         reported_per_s=run.reported_per_s, accounts=run.accounts)
         self.report.set(f"replay_{kind}_peak_rss", run.peak_rss_mb,
-                        f"summed RSS of {run.processes} process(es) (PSS {run.peak_pss_mb:.0f} MB, "
-                        f"largest process {run.maxrss_mb:.0f} MB); {run.growth_mb:+.0f} MB "
-                        "from mid-run to the end",
+                        f"summed RSS of {run.processes} process(es) or the largest one's "
+                        f"high-water mark, whichever is higher (PSS {run.peak_pss_mb:.0f} MB, "
+                        f"largest process's VmHWM {run.hwm_mb:.0f} MB); "
+                        f"{run.growth_mb:+.0f} MB from mid-run to the end",
                         growth_mb=run.growth_mb, peak_pss_mb=run.peak_pss_mb,
-                        maxrss_mb=run.maxrss_mb, processes=run.processes,
+                        hwm_mb=run.hwm_mb, processes=run.processes,
                         mid_run_mb=run.rss_mid_mb, end_mb=run.rss_end_mb)
 
     def _baseline(self) -> None:

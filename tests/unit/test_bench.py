@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import uuid
 
+import psutil
 import pytest
 
+from bench import replay as bench_replay
 from bench.consume import parse_perf_output
 from bench.journal import START_MS, Shape, events
 from bench.processor import _pct
@@ -117,3 +123,24 @@ def test_missing_figures_are_not_measured_and_the_run_is_incomplete() -> None:
 def test_every_figure_has_a_label_unit_and_kind() -> None:
     for key, (label, unit, kind) in FIGURES.items():
         assert label and unit and kind in ("rate", "memory", "latency"), key
+
+
+def test_a_process_peak_is_its_own_high_water_mark() -> None:
+    """VmHWM, not wait4's ru_maxrss (which counts the parent's memory at exec)."""
+    ballast = bytearray(200 * 2**20)  # resident in this process while the child starts
+    ballast[::4096] = b"\1" * len(range(0, len(ballast), 4096))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    try:
+        for _ in range(100):  # until the interpreter has replaced the forked image
+            if psutil.Process(child.pid).cmdline()[-1:] == ["import time; time.sleep(2)"]:
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)
+        own = bench_replay._hwm_mb(child.pid)
+        assert 1 < own < 100  # a bare interpreter, not this process's 200 MB
+        assert bench_replay._hwm_mb(os.getpid()) >= psutil.Process().memory_info().rss / 2**20
+    finally:
+        child.kill()
+        child.wait()
+    assert bench_replay._hwm_mb(child.pid) == 0.0  # gone
+    assert len(ballast) == 200 * 2**20

@@ -231,7 +231,6 @@ _NOT_YET = frozenset(
 T = TypeVar("T")
 
 
-
 def retrying(call: Callable[[], T], timeout: float = 10.0) -> T:
     """call(), again every 0.1 s for up to `timeout` while Kafka answers "not yet"."""
     deadline = time.monotonic() + timeout

@@ -59,38 +59,26 @@ def account_type(account: str) -> str:
 
 
 Int64s = npt.NDArray[np.int64]
+_NO_TIME = np.iinfo(np.int64).min  # below every timestamp: the start of a running max
 
 
 def _ints(column: pa.Array | pa.ChunkedArray) -> Int64s:
     return np.asarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
 
 
-def _sums_by_account(accounts: pa.Array | pa.ChunkedArray, amounts: Int64s,
-                     postings: Int64s | None, times: Int64s) -> pa.Table:
-    """Per distinct account (first-seen order): sum of amounts, of postings (or the rows
-    when None), latest time."""
-    if isinstance(accounts, pa.ChunkedArray):  # one dictionary for all of it
-        accounts = accounts.combine_chunks()
-    encoded = pc.dictionary_encode(accounts)
+def balance_sums(audit: pa.Table) -> pa.Table:
+    """Per account (first-seen order): sum of amounts, count of postings, latest
+    occurred_at (no type)."""
+    encoded = pc.dictionary_encode(audit.column("account").combine_chunks())
     keys = encoded.indices.to_numpy()
     n = len(encoded.dictionary)
     balance = np.zeros(n, np.int64)
-    np.add.at(balance, keys, amounts)
-    if postings is None:
-        count = np.bincount(keys, minlength=n).astype(np.int64)
-    else:
-        count = np.zeros(n, np.int64)
-        np.add.at(count, keys, postings)
-    latest = np.full(n, np.iinfo(np.int64).min, np.int64)
-    np.maximum.at(latest, keys, times)
-    return pa.table({"account": encoded.dictionary, "balance": balance, "postings": count,
+    np.add.at(balance, keys, _ints(audit.column("amount")))
+    latest = np.full(n, _NO_TIME, np.int64)
+    np.maximum.at(latest, keys, _ints(audit.column("occurred_at")))
+    return pa.table({"account": encoded.dictionary, "balance": balance,
+                     "postings": np.bincount(keys, minlength=n).astype(np.int64),
                      "updated_at": pa.array(latest).cast(TS)})
-
-
-def balance_sums(audit: pa.Table) -> pa.Table:
-    """Per account: sum of amounts, count of postings, latest occurred_at (no type)."""
-    return _sums_by_account(audit.column("account"), _ints(audit.column("amount")), None,
-                            _ints(audit.column("occurred_at")))
 
 
 def balance_deltas(audit: pa.Table) -> pa.Table:
@@ -114,7 +102,7 @@ class BalanceAccumulator:
         self._rows: dict[str, int] = {}
         self._balance = np.zeros(1024, np.int64)
         self._postings = np.zeros(1024, np.int64)
-        self._latest = np.full(1024, np.iinfo(np.int64).min, np.int64)
+        self._latest = np.full(1024, _NO_TIME, np.int64)
 
     def add(self, deltas: pa.Table) -> None:
         """Add a batch's deltas (balance_sums or balance_deltas: increments per account)."""
@@ -129,12 +117,10 @@ class BalanceAccumulator:
         np.maximum.at(self._latest, at, _ints(deltas.column("updated_at")))
 
     def _grow(self, needed: int) -> None:
-        size = max(needed, 2 * len(self._balance))
-        grown = len(self._balance)
-        self._balance = np.concatenate([self._balance, np.zeros(size - grown, np.int64)])
-        self._postings = np.concatenate([self._postings, np.zeros(size - grown, np.int64)])
-        self._latest = np.concatenate(
-            [self._latest, np.full(size - grown, np.iinfo(np.int64).min, np.int64)])
+        more = max(needed, 2 * len(self._balance)) - len(self._balance)
+        self._balance = np.append(self._balance, np.zeros(more, np.int64))
+        self._postings = np.append(self._postings, np.zeros(more, np.int64))
+        self._latest = np.append(self._latest, np.full(more, _NO_TIME, np.int64))
 
     def __len__(self) -> int:
         """Accounts with at least one posting."""

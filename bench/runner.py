@@ -44,6 +44,7 @@ class Options:
     quiet_wait: float = 0.0
     quiet_cpu: float = 40.0
     kafka_config: Path | None = None
+    warmup_commands: int = 0
 
 
 class Bench:
@@ -55,6 +56,7 @@ class Bench:
                                  partitions=opts.partitions,
                                  kafka_extra=read_kafka_config(opts.kafka_config))
         self.proc_settings = self.settings.with_(topic_prefix=f"{self.prefix}-proc")
+        self.warm_settings = self.settings.with_(topic_prefix=f"{self.prefix}-warm")
         self.codec = Codec()
         self.report = Report(config={
             "events": opts.events, "partitions": opts.partitions, "topic_prefix": self.prefix,
@@ -62,6 +64,7 @@ class Bench:
             "baseline_sample": opts.baseline_sample, "commands": opts.commands,
             "accounts": opts.accounts, "latency_rate": opts.latency_rate,
             "latency_seconds": opts.latency_seconds, "max_batch": opts.max_batch,
+            "warmup_commands": opts.warmup_commands,
             "seed": opts.seed, "quiet_wait_s": opts.quiet_wait, "quiet_cpu_pct": opts.quiet_cpu,
             "kafka_config": self.settings.redacted_kafka_extra()})
         self.schemas: list[str] = []
@@ -201,37 +204,52 @@ class Bench:
                         seconds=res.seconds, records=res.records)
 
     def _processor(self) -> None:
-        s, opts = self.proc_settings, self.opts
-        create_topics(s)
-        processor.open_accounts(s, opts.accounts, self.codec)
-        ends = processor.prefill_commands(s, opts.commands, opts.accounts, self.codec,
-                                          opts.seed)
-        log = opts.out / "serve.log"
-        log.unlink(missing_ok=True)
-        spawned = time.monotonic()
-        serve = processor.start_serve(s, log, opts.max_batch, opts.kafka_config)
-        try:
-            run = processor.wait_committed(s, ends, serve, spawned)
-            self.report.set("processor", run.per_s,
-                            f"{opts.commands:,} earn/spend over {opts.accounts:,} accounts; "
-                            f"start-up {run.startup_seconds:.1f}s not counted",
-                            seconds=run.seconds, wall_seconds=run.wall_seconds,
-                            startup_seconds=run.startup_seconds, commands=run.commands)
-            if opts.quiet_wait > 0:  # the processor idles meanwhile
-                busy, _ = machine.wait_quiet(opts.quiet_wait, opts.quiet_cpu)
-                self.report.config["cpu_busy_before_latency_pct"] = busy
-            LOG.info("processor: %.0f commands/s; latency at %.0f/s for %.0fs ...", run.per_s,
-                     opts.latency_rate, opts.latency_seconds)
-            lat = processor.measure_latency(s, opts.accounts, opts.latency_rate,
-                                            opts.latency_seconds, codec=self.codec)
-        finally:
-            processor.stop_serve(serve)
+        opts = self.opts
+        cold = None
+        if opts.warmup_commands > 0:
+            LOG.info("processor warm-up round: %d commands, then latency for %.0fs ...",
+                     opts.warmup_commands, opts.latency_seconds)
+            cold = self._write_path_round(self.warm_settings, opts.warmup_commands,
+                                          opts.out / "serve-warmup.log")
+            LOG.info("warm-up round: %.0f commands/s, p99 %.0f ms", cold.throughput.per_s,
+                     cold.latency.p99_ms)
+        r = self._write_path_round(self.proc_settings, opts.commands, opts.out / "serve.log",
+                                   self._before_latency)
+        run, lat = r.throughput, r.latency
+        warm = ({"warmup_commands": opts.warmup_commands,
+                 "cold_per_s": cold.throughput.per_s, "cold_p50_ms": cold.latency.p50_ms,
+                 "cold_p99_ms": cold.latency.p99_ms} if cold is not None else {})
+        after = (f"; after a warm-up round (cold broker: {cold.throughput.per_s:,.0f}/s)"
+                 if cold is not None else "")
+        self.report.set("processor", run.per_s,
+                        f"{opts.commands:,} earn/spend over {opts.accounts:,} accounts; "
+                        f"start-up {run.startup_seconds:.1f}s not counted{after}",
+                        seconds=run.seconds, wall_seconds=run.wall_seconds,
+                        startup_seconds=run.startup_seconds, commands=run.commands, **warm)
         details = {"offered_per_s": lat.offered_per_s, "achieved_per_s": lat.achieved_per_s,
                    "sent": lat.sent, "received": lat.received, "p90_ms": lat.p90_ms,
-                   "max_ms": lat.max_ms}
+                   "max_ms": lat.max_ms, **warm}
         note = f"{lat.sent:,} commands at {lat.achieved_per_s:,.0f}/s, {lat.received:,} answered"
+        cold_p99 = f"; cold broker: {cold.latency.p99_ms:.0f} ms" if cold is not None else ""
         self.report.set("latency_p50", lat.p50_ms, note, **details)
-        self.report.set("latency_p99", lat.p99_ms, f"max {lat.max_ms:.0f} ms", **details)
+        self.report.set("latency_p99", lat.p99_ms, f"max {lat.max_ms:.0f} ms{cold_p99}",
+                        **details)
+
+    def _write_path_round(self, s: Settings, commands: int, log: Path,
+                          before_latency: Callable[[processor.ProcessorRun], None] | None = None,
+                          ) -> processor.WritePathRound:
+        opts = self.opts
+        return processor.write_path_round(
+            s, self.codec, commands, opts.accounts, opts.seed, opts.max_batch,
+            opts.latency_rate, opts.latency_seconds, log, opts.kafka_config, before_latency)
+
+    def _before_latency(self, run: processor.ProcessorRun) -> None:
+        opts = self.opts
+        if opts.quiet_wait > 0:
+            busy, _ = machine.wait_quiet(opts.quiet_wait, opts.quiet_cpu)
+            self.report.config["cpu_busy_before_latency_pct"] = busy
+        LOG.info("processor: %.0f commands/s; latency at %.0f/s for %.0fs ...", run.per_s,
+                 opts.latency_rate, opts.latency_seconds)
 
     def _cleanup(self) -> None:
         for url in self.schemas:
@@ -241,7 +259,7 @@ class Bench:
                 LOG.warning("could not drop a bench schema: %s", e)
         if self.target.started_home is None and not self.opts.keep:
             names = [t.name for t in TOPICS]
-            for s in (self.settings, self.proc_settings):
+            for s in (self.settings, self.proc_settings, self.warm_settings):
                 delete_topics(s, names)
 
 

@@ -45,11 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--commands", type=int, default=200_000,
                    help="Commands pre-filled for the processor's throughput "
                         "(default: %(default)s).")
-    p.add_argument("--warmup-commands", type=int, default=200_000,
-                   help="Commands of a warm-up round (its own topics, then a latency run as "
-                        "long as --latency-seconds) before the measured processor round: a "
-                        "fresh broker's JIT compiles its transaction paths during the first "
-                        "minute; 0 measures cold (default: %(default)s).")
+    p.add_argument("--warmup-commands", type=int, default=50_000,
+                   help="Commands of a warm-up round on its own topics before the measured "
+                        "processor round: a fresh broker's JIT compiles its transaction paths "
+                        "during its first minute of them; 0 measures cold "
+                        "(default: %(default)s).")
+    p.add_argument("--warmup-seconds", type=float, default=60,
+                   help="How long the warm-up round then offers --latency-rate "
+                        "(default: %(default)s).")
     p.add_argument("--accounts", type=int, default=10_000,
                    help="Accounts pre-opened for the processor phases (default: %(default)s).")
     p.add_argument("--latency-rate", type=float, default=2_000,
@@ -85,8 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "max_batch"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup_commands < 0:
-        p.error("--warmup-commands must be at least 0")
+    if args.warmup_commands < 0 or (args.warmup_commands and args.warmup_seconds <= 0):
+        p.error("--warmup-commands must be at least 0, --warmup-seconds positive")
     if args.latency_rate <= 0 or args.latency_seconds <= 0:
         p.error("--latency-rate and --latency-seconds must be positive")
     return args
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         max_batch=args.max_batch, jars=args.jars_dir, seed=args.seed,
         skip=frozenset(args.skip), keep=args.keep, quiet_wait=args.quiet_wait,
         quiet_cpu=args.quiet_cpu, warmup_commands=args.warmup_commands,
+        warmup_seconds=args.warmup_seconds,
         kafka_config=args.kafka_config.resolve() if args.kafka_config else None)
     with target(args.bootstrap, args.postgres_url, args.home) as where:
         report = Bench(opts, where).run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import uuid
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
+from ledger import devstack
+from ledger.settings import ENV_BOOTSTRAP, default_home
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +62,33 @@ def test_demo_plays_the_study_room_app_and_verifies_the_replay(bootstrap: str,
     assert events is not None and events[0] == int(verdict.group(1))
     assert {"EARNED", "JOINED", "REVERSED"} <= kinds
     assert total == (0,) and breaches == (0,)
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_demo_starts_the_local_stack_when_no_broker_answers(tmp_path: Path) -> None:
+    """No --bootstrap and nothing at localhost:9092: the demo runs `ledger dev up` itself."""
+    if _answers(9092):
+        pytest.skip("something answers at localhost:9092 (a dev stack?); this needs it free")
+    home = tmp_path / "home"
+    (home / "kafka-4.1.1").mkdir(parents=True)  # the jar cache, not a second Maven fetch
+    (home / "kafka-4.1.1" / "lib").symlink_to(default_home() / "kafka-4.1.1" / "lib")
+    out = tmp_path / "demo.duckdb"
+    argv = [sys.executable, "-m", "cli.main", "--topic-prefix", f"demo{uuid.uuid4().hex[:8]}",
+            "--partitions", "2", "--store", f"duckdb:///{tmp_path / 'live.duckdb'}",
+            "demo", "--users", "10", "--rooms", "2", "--sessions", "30", "--joins", "30",
+            "--reversals", "2", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != ENV_BOOTSTRAP}
+    env["LEDGER_HOME"] = str(home)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
+    finally:
+        devstack.down(home, wipe=True)  # by the pids it recorded
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "no broker at localhost:9092: starting the local stack" in done.stderr
+    assert re.search(r"verify: ok=True events=\d+", done.stdout), done.stdout
+    assert not _answers(9092)  # and stopped again

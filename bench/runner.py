@@ -150,9 +150,15 @@ class Bench:
 
     def _raw(self) -> None:
         n = self.opts.events
-        raw = consume.raw_consume(self.settings, n)
-        self.report.set("raw_consume", raw.per_s, f"{raw.mb_per_s:.0f} MB/s of values",
-                        seconds=raw.seconds, records=raw.records)
+        # The ceiling is the better of two passes: the first can still meet the write-back
+        # of the journal just generated and a broker whose fetch path is not yet compiled.
+        passes = [consume.raw_consume(self.settings, n) for _ in range(2)]
+        raw = max(passes, key=lambda r: r.per_s)
+        self.report.set("raw_consume", raw.per_s,
+                        f"{raw.mb_per_s:.0f} MB/s of values; the better of two passes "
+                        f"({', '.join(f'{r.per_s:,.0f}/s' for r in passes)})",
+                        seconds=raw.seconds, records=raw.records,
+                        passes_per_s=[r.per_s for r in passes])
         # The same without the ledger's fetch-queue settings: librdkafka's defaults.
         tuned = consume.raw_consume(self.settings, n, extra={
             "fetch.queue.backoff.ms": 1000, "queued.max.messages.kbytes": 65536})

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from ledger.errors import StoreError
-from projections.sql_store import Row, SqlProjectionStore, _sfx
+from projections.sql_store import Row, SqlProjectionStore, shadow_suffix
 from projections.store import Snapshot
 
 SCHEME = "duckdb://"
@@ -180,7 +180,7 @@ class DuckDBProjectionStore(SqlProjectionStore):
         """checksum.balance_checksum in SQL: a sum of the first 8 bytes of each row's
         sha256, modulo 2**64 (~5x faster than streaming the rows to Python)."""
         with self._transaction():
-            (value,) = self._execute(CHECKSUM_SQL.format(s=_sfx(shadow)))[0]
+            (value,) = self._execute(CHECKSUM_SQL.format(s=shadow_suffix(shadow)))[0]
         return str(value)
 
     def _claim_rebuild(self) -> None:

@@ -166,7 +166,8 @@ class SqlProjectionStore(ABC):
 
     # -- positions and live batches ---------------------------------------------------------
     def positions(self, shadow: bool = False) -> dict[PositionKey, int]:
-        sql = f'SELECT topic, "partition", next_offset FROM projection_positions{_sfx(shadow)}'
+        table = f"projection_positions{shadow_suffix(shadow)}"
+        sql = f'SELECT topic, "partition", next_offset FROM {table}'
         with self._transaction():
             return {(t, p): o for t, p, o in self._execute(sql)}
 
@@ -275,7 +276,7 @@ class SqlProjectionStore(ABC):
         return [_audit_row(r) for r in rows]
 
     def balance_pairs(self, shadow: bool = False) -> Iterator[tuple[str, int]]:
-        sql = f"SELECT account, balance FROM balances{_sfx(shadow)}"
+        sql = f"SELECT account, balance FROM balances{shadow_suffix(shadow)}"
         for account, balance in self._stream(sql):
             yield account, int(balance)
 
@@ -284,7 +285,7 @@ class SqlProjectionStore(ABC):
 
     def audit_summary(self, shadow: bool = False) -> dict[PositionKey, PartitionSummary]:
         with self._transaction():
-            rows = self._execute(SUMMARY.format(s=_sfx(shadow)))
+            rows = self._execute(SUMMARY.format(s=shadow_suffix(shadow)))
         return {(t, p): PartitionSummary(*(_int(v) for v in rest)) for t, p, *rest in rows}
 
     def floor_breaches(self, limit: int = 10) -> list[tuple[str, int, int]]:
@@ -294,7 +295,7 @@ class SqlProjectionStore(ABC):
     def balance_mismatches(self, shadow: bool = False,
                            limit: int = 10) -> list[tuple[str, int | None, int | None]]:
         with self._transaction():
-            rows = self._execute(MISMATCHES.format(s=_sfx(shadow)), (limit,))
+            rows = self._execute(MISMATCHES.format(s=shadow_suffix(shadow)), (limit,))
         return [(a, None if b is None else int(b), None if t is None else int(t))
                 for a, b, t in rows]
 
@@ -321,5 +322,5 @@ def _audit_row(r: Row) -> AuditRow:
                     to_ms(at) or 0, rev, topic, int(part), int(off))
 
 
-def _sfx(shadow: bool) -> str:
+def shadow_suffix(shadow: bool) -> str:
     return SHADOW if shadow else ""

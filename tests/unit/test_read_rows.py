@@ -133,6 +133,13 @@ def _audit(events: list[tuple[list[tuple[str, int]], int, int, str]], chunk: int
     return pa.concat_tables([AUDIT_SCHEMA.empty_table(), *merged])
 
 
+def _by_account(table: pa.Table) -> dict[str, list[int]]:
+    """account -> [balance, postings, updated_at as epoch ms] of a balances-shaped table."""
+    ms = table.column("updated_at").cast(pa.int64()).to_pylist()
+    return {r["account"]: [r["balance"], r["postings"], t]
+            for r, t in zip(table.to_pylist(), ms, strict=True)}
+
+
 @settings(max_examples=150, deadline=None)
 @given(events_st, st.integers(1, 7))
 def test_sums_and_summaries_equal_a_plain_fold(
@@ -149,16 +156,10 @@ def test_sums_and_summaries_equal_a_plain_fold(
                 1, int(n == 0), amount, abs(amount), i)})
     audit = _audit(events, chunk)
     assert summarize(audit) == summary
-    deltas = balance_deltas(audit)
-    deltas = deltas.set_column(4, "updated_at", deltas.column("updated_at").cast(pa.int64()))
-    assert {r["account"]: [r["balance"], r["postings"], r["updated_at"]]
-            for r in deltas.to_pylist()} == balances
+    assert _by_account(balance_deltas(audit)) == balances
     acc = BalanceAccumulator()
     for i in range(0, audit.num_rows, 3):
         acc.add(balance_deltas(audit.slice(i, 3)))
-    table = acc.table()
-    table = table.set_column(4, "updated_at", table.column("updated_at").cast(pa.int64()))
-    assert {r["account"]: [r["balance"], r["postings"], r["updated_at"]]
-            for r in table.to_pylist()} == balances
+    assert _by_account(acc.table()) == balances
     assert dict(acc.pairs()) == {a: b[0] for a, b in balances.items()} and len(acc) == len(
         balances)

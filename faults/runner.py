@@ -21,7 +21,7 @@ from faults.schedule import Kill, draw_schedule
 from ledger.client import LedgerClient
 from ledger.domain import Actor, Command, OpenAccount
 from ledger.journal import latest_by_key
-from ledger.processor_io import pending_commands
+from ledger.processor.kafka_io import pending_commands
 from ledger.records import Outcome
 from ledger.settings import Settings
 from ledger.topics import create_topics

@@ -15,7 +15,7 @@ from ledger.codec import Codec
 from ledger.domain import JournalEntry
 from ledger.journal import latest_by_key, read_journal
 from ledger.processor import CommandProcessor
-from ledger.processor_io import pending_commands
+from ledger.processor.kafka_io import pending_commands
 from ledger.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-import ledger.processor_txn as txn_module
+import ledger.processor.txn as txn_module
 from ledger.client import LedgerClient
 from ledger.domain import Actor, Earn, OpenAccount
 from ledger.settings import Settings

@@ -14,8 +14,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from ledger.codec import Codec
 from ledger.kafka import make_consumer
-from ledger.processor_state import Overlay, PartitionState, ProcessorStats, restore_partition
-from ledger.processor_txn import RestartBudget
+from ledger.processor.state import Overlay, PartitionState, ProcessorStats, restore_partition
+from ledger.processor.txn import RestartBudget
 from ledger.settings import Settings
 
 log = logging.getLogger("ledger.processor")

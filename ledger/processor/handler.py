@@ -31,8 +31,8 @@ from ledger.domain import (
 from ledger.errors import CodecError, MalformedRecordError
 from ledger.fastcodec import HotCodec
 from ledger.kafka import partition_for
-from ledger.processor_io import JournalFetcher, dead_letter
-from ledger.processor_state import Overlay, ProcessorStats
+from ledger.processor.kafka_io import JournalFetcher, dead_letter
+from ledger.processor.state import Overlay, ProcessorStats
 from ledger.records import (
     Outcome,
     WireCommand,

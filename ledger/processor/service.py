@@ -25,11 +25,11 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from ledger.codec import Codec
 from ledger.errors import InfrastructureError
 from ledger.kafka import consume_ready, consumer_lag, topic_partitions
-from ledger.processor_group import GroupMember, fatal_error
-from ledger.processor_handler import CommandHandler, Poisoned, position_of
-from ledger.processor_io import JournalFetcher
-from ledger.processor_state import AccountsTable, Overlay, PartitionState, ProcessorStats
-from ledger.processor_txn import Stuck, Transactions, is_fenced
+from ledger.processor.group import GroupMember, fatal_error
+from ledger.processor.handler import CommandHandler, Poisoned, position_of
+from ledger.processor.kafka_io import JournalFetcher
+from ledger.processor.state import AccountsTable, Overlay, PartitionState, ProcessorStats
+from ledger.processor.txn import Stuck, Transactions, is_fenced
 from ledger.settings import Settings
 from ledger.topics import guard_topics
 

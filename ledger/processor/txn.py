@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from ledger.errors import InfrastructureError
 from ledger.kafka import make_producer
-from ledger.processor_state import ProcessorStats
+from ledger.processor.state import ProcessorStats
 from ledger.settings import Settings
 
 log = logging.getLogger("ledger.processor")

@@ -109,7 +109,7 @@ def open_accounts(settings: Settings, accounts: int, codec: Codec) -> None:
     for i in range(accounts):
         name = account_name(i)
         key = name.encode()
-        event_id = entry_event_id(f"bench-open-{i}")
+        event_id = entry_event_id(f"bench-open-{i}", name)
         produce_retrying(producer, settings.topic("accounts"), key,
                  codec.encode("account", account_record(name, START_MS)))
         produce_retrying(producer, settings.topic("events"), key, codec.encode("event", {

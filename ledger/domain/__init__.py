@@ -52,6 +52,7 @@ from ledger.domain.events import (
     journal_entry,
 )
 from ledger.domain.view import InMemoryView, LedgerView
+from ledger.domain.window import DedupWindow, issued_time
 
 __all__ = [
     "ENTRY_CLASSES",
@@ -69,6 +70,7 @@ __all__ = [
     "Command",
     "CreditApplied",
     "Decision",
+    "DedupWindow",
     "Earn",
     "EntryKind",
     "EntryReversed",
@@ -97,6 +99,7 @@ __all__ = [
     "is_balanced",
     "is_system",
     "is_valid_account",
+    "issued_time",
     "journal_entry",
     "negated",
     "net_changes",

@@ -64,6 +64,8 @@ class RejectReason(StrEnum):
     MISROUTED = "misrouted"
     NOT_REVERSIBLE = "not_reversible"
     INVALID_COMMAND = "invalid_command"  # the record itself is unusable (e.g. reason too long)
+    EXPIRED = "expired"  # issued before the deduplication window
+    ALREADY_APPLIED = "already_applied"  # a routed credit that was applied before
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -313,7 +315,7 @@ def _entry(
     reverses: str | None = None,
 ) -> _E:
     return cls(
-        event_id=entry_event_id(cmd.command_id),
+        event_id=entry_event_id(cmd.command_id, cmd.deciding_account),
         command_id=cmd.command_id,
         postings=postings,
         occurred_at_ms=now_ms,

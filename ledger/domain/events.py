@@ -27,13 +27,15 @@ _NAMESPACE_BYTES = LEDGER_NAMESPACE.bytes
 _VARIANT_DIGIT = {f"{d:x}": f"{(d & 0x3) | 0x8:x}" for d in range(16)}
 
 
-def entry_event_id(command_id: str, n: int = 0) -> str:
-    """Deterministic id of a command's n-th journal entry: a retry reproduces it.
+def entry_event_id(command_id: str, account: str) -> str:
+    """Deterministic id of a command's journal entry: a retry reproduces it.
 
-    str(uuid.uuid5(LEDGER_NAMESPACE, f"{command_id}/{n}")), spelled out: building the
-    UUID object cost three times the hash on the processor's hot path.
+    Command ids are scoped per deciding account, so the account is part of the name:
+    two users who happen to use one command id write two entries with distinct ids.
+    str(uuid.uuid5(LEDGER_NAMESPACE, f"{account}/{command_id}")), spelled out: building
+    the UUID object cost three times the hash on the processor's hot path.
     """
-    h = hashlib.sha1(_NAMESPACE_BYTES + f"{command_id}/{n}".encode()).hexdigest()
+    h = hashlib.sha1(_NAMESPACE_BYTES + f"{account}/{command_id}".encode()).hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 

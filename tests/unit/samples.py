@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 SAMPLES: dict[str, dict[str, Any]] = {
+    "guard": {
+        "kind": "CREDITS_APPLIED",
+        "event_id": None,
+        "command_id": None,
+        "source_partition": 2,
+        "source_offset": 41,
+        "accounts": ["room:math"],
+        "recorded_at": 1_700_000_000_000,
+    },
     "command": {
         "command_id": "c-1",
         "kind": "JOIN",

@@ -25,6 +25,7 @@ from ledger.domain import (
     Command,
     CreditApplied,
     Decision,
+    DedupWindow,
     Earn,
     EntryKind,
     EntryReversed,
@@ -48,6 +49,7 @@ from ledger.domain import (
     fold_balances,
     is_system,
     is_valid_account,
+    issued_time,
     journal_entry,
     parse_account,
     payload_fingerprint,
@@ -227,7 +229,7 @@ def test_reject_reason_values_are_machine_readable() -> None:
     assert {r.value for r in RejectReason} == {
         "insufficient_points", "unknown_account", "account_closed", "invalid_amount",
         "account_exists", "conflict", "invalid_account", "already_reversed", "misrouted",
-        "not_reversible", "invalid_command",
+        "not_reversible", "invalid_command", "expired", "already_applied",
     }
 
 
@@ -250,13 +252,13 @@ def test_open_with_grant_posts_a_granted_entry() -> None:
     opened, granted = result.events
     assert isinstance(opened, AccountOpened)
     assert granted == PointsGranted(
-        event_id=entry_event_id("c-open"), command_id="c-open",
+        event_id=entry_event_id("c-open", "user:new"), command_id="c-open",
         postings=(Posting(SYSTEM_REWARDS, -70), Posting("user:new", 70)),
         occurred_at_ms=NOW, actor=Actor.ADMIN, reason="signup",
     )
     assert granted.kind is EntryKind.GRANTED
     assert result.states == (AccountState("user:new", AccountType.USER, 10, 70),)
-    assert result.event_ids == (entry_event_id("c-open"),)
+    assert result.event_ids == (entry_event_id("c-open", "user:new"),)
 
 
 def test_earn() -> None:
@@ -283,7 +285,7 @@ def test_join_writes_one_entry_and_routes_the_room_credit() -> None:
     (entry,) = result.events
     assert isinstance(entry, RoomJoined)
     assert entry.postings == (Posting(ALICE, -30), Posting(ROOM, 30))
-    event_id = entry_event_id("c-join")
+    event_id = entry_event_id("c-join", ALICE)
     assert result.credits == (
         ApplyCredit(command_id=f"credit:{event_id}:{ROOM}", actor=Actor.USER, reason="join",
                     account=ROOM, amount=30, event_id=event_id),
@@ -319,7 +321,7 @@ def test_reverse_join_is_decided_by_the_room_and_credits_the_user() -> None:
     command = reverse(JOIN_ALICE_HOME)
     assert command.deciding_account == HOME
     result = accepted(command)
-    event_id = entry_event_id("c-rev")
+    event_id = entry_event_id("c-rev", HOME)
     assert result.states == (AccountState(HOME, AccountType.ROOM, 0, 20),)
     assert result.credits == (
         ApplyCredit(command_id=f"credit:{event_id}:{ALICE}", actor=Actor.ADMIN, reason="oops",
@@ -368,18 +370,26 @@ def test_event_ids_are_deterministic_uuid5() -> None:
     first = accepted(earn(ALICE, 5, cid="retry-me")).event_ids
     again = accepted(earn(ALICE, 5, cid="retry-me")).event_ids
     other = accepted(earn(ALICE, 5, cid="another")).event_ids
-    expected = str(uuid.uuid5(LEDGER_NAMESPACE, "retry-me/0"))
+    expected = str(uuid.uuid5(LEDGER_NAMESPACE, f"{ALICE}/retry-me"))
     assert first == again == (expected,)
     assert other != first
     assert uuid.UUID(expected).version == 5
-    assert entry_event_id("retry-me", 1) != expected
 
 
-@given(st.text(max_size=300), st.integers(0, 1000))
-def test_event_ids_are_uuid5_of_the_command_id(command_id: str, n: int) -> None:
-    # entry_event_id spells uuid5 out for speed; ids already on the log must not change.
-    expected = str(uuid.uuid5(LEDGER_NAMESPACE, f"{command_id}/{n}"))
-    assert entry_event_id(command_id, n) == expected
+def test_one_command_id_for_two_accounts_names_two_events() -> None:
+    # Command ids are scoped per deciding account: the same id used by two users is two
+    # commands, whose entries (and routed credits) must not be taken for one another.
+    alice = accepted(join(ALICE, ROOM, 30, cid="same"))
+    bob = accepted(join(BOB, ROOM, 10, cid="same"))
+    assert alice.event_ids != bob.event_ids
+    assert alice.credits[0].command_id != bob.credits[0].command_id
+
+
+@given(st.text(max_size=300), st.text(max_size=80))
+def test_event_ids_are_uuid5_of_account_and_command_id(command_id: str, account: str) -> None:
+    # entry_event_id spells uuid5 out for speed; it must stay uuid5 exactly.
+    expected = str(uuid.uuid5(LEDGER_NAMESPACE, f"{account}/{command_id}"))
+    assert entry_event_id(command_id, account) == expected
 
 
 def test_fingerprint_ignores_command_id_only() -> None:
@@ -516,3 +526,39 @@ def test_domain_imports_only_stdlib_and_errors() -> None:
                 assert root in stdlib or root in allowed_roots, (module.name, name)
                 if root == "ledger":
                     assert name.startswith(("ledger.domain", "ledger.errors")), name
+
+
+# --- the deduplication window -------------------------------------------------
+
+
+def test_window_edge_is_exact() -> None:
+    window = DedupWindow(length_ms=60_000)
+    assert window.refusal(NOW - 60_000, NOW) is None  # issued exactly a window ago: inside
+    expired = window.refusal(NOW - 60_001, NOW)
+    assert expired is not None and expired.reason is RejectReason.EXPIRED
+
+
+def test_window_refuses_commands_from_the_future() -> None:
+    window = DedupWindow(length_ms=60_000, max_skew_ms=1000)
+    assert window.refusal(NOW + 1000, NOW) is None
+    ahead = window.refusal(NOW + 1001, NOW)
+    assert ahead is not None and ahead.reason is RejectReason.INVALID_COMMAND
+
+
+def test_an_outcome_is_kept_until_every_retry_is_expired() -> None:
+    window = DedupWindow(length_ms=60_000, max_skew_ms=1000)
+    decided = NOW
+    issued = decided + 1000  # the latest issued time a command decided then can carry
+    forget = window.forget_after(decided)
+    assert window.refusal(issued, forget) is None
+    assert window.refusal(issued, forget + 1) is not None
+
+
+def test_uuid7_ids_carry_their_issued_time() -> None:
+    ms = 1_700_000_000_123
+    raw = (ms << 80) | (0x7 << 76) | (0x2 << 62) | 12345
+    command_id = str(uuid.UUID(int=raw))
+    assert issued_time(command_id, 5) == ms
+    assert issued_time(command_id.upper(), 5) == 5  # not canonical: the field counts
+    assert issued_time(str(uuid.uuid4()), 5) == 5
+    assert issued_time("join-alice-math", 5) == 5

@@ -46,6 +46,17 @@ class ProcessorCollector(Collector):
             value=stats.producer_restarts,
         )
         yield CounterMetricFamily(
+            "ledger_commit_retries",
+            "Transactional calls repeated after a retriable error (e.g. commit_transaction).",
+            value=stats.commit_retries,
+        )
+        yield CounterMetricFamily(
+            "ledger_resyncs",
+            "Re-synchronisations from the committed offsets after a transaction of unknown "
+            "outcome or a rebalance mid-fetch.",
+            value=stats.resyncs,
+        )
+        yield CounterMetricFamily(
             "ledger_consumer_rejoins",
             "Consumers replaced after a fatal error (e.g. fenced after a broker failover).",
             value=stats.rejoins,
@@ -115,7 +126,7 @@ def serve_processor_metrics(processor: Any, port: int) -> MetricsServer:
     registry.register(ProcessorCollector(processor))
 
     def health() -> tuple[bool, dict[str, Any]]:
-        owned = sorted(processor.committed)
+        owned = sorted(processor.group.owned)
         return processor.running, {"instance": processor.instance_id, "partitions": owned}
 
     server = MetricsServer(registry, health, port)

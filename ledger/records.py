@@ -49,7 +49,8 @@ def _actor(name: str) -> Actor:
 
 @dataclass(frozen=True)
 class ReverseRef:
-    """Where the event to reverse sits in the journal, so its owner can fetch it."""
+    """A position: of the event to reverse in the journal (so its owner can fetch it), or,
+    on a routed credit, of the command on points.commands that routed it."""
 
     event_id: str
     partition: int
@@ -81,6 +82,8 @@ def command_to_record(cmd: Command, issued_at_ms: int, ref: ReverseRef | None = 
             rec.update(kind="JOIN", counterparty=cmd.room, amount=cmd.fee)
         case ApplyCredit():
             rec.update(kind="APPLY_CREDIT", amount=cmd.amount, ref_event_id=cmd.event_id)
+            if ref is not None:  # the routing command's position: orders credits per source
+                rec.update(ref_partition=ref.partition, ref_offset=ref.offset)
         case Reverse():
             rec.update(kind="REVERSE", ref_event_id=cmd.event_id)
             if ref is not None:

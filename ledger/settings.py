@@ -20,6 +20,8 @@ ENV_MAX_AMOUNT = "LEDGER_MAX_AMOUNT"
 ENV_HOME = "LEDGER_HOME"
 ENV_LOG_FORMAT = "LEDGER_LOG_FORMAT"
 ENV_CREDIT_KEY = "LEDGER_CREDIT_KEY"  # secret shared by processors: signs routed credits
+ENV_DEDUP_WINDOW = "LEDGER_DEDUP_WINDOW"  # how long command ids are remembered: 7d, 12h, 90s
+ENV_STATE_DIR = "LEDGER_STATE_DIR"  # the processor's on-disk state (default <home>/state)
 ENV_TEST_BOOTSTRAP = "LEDGER_TEST_BOOTSTRAP"
 ENV_TEST_POSTGRES = "LEDGER_TEST_POSTGRES"
 ENV_TEST_KAFKA_PORT = "LEDGER_TEST_KAFKA_PORT"  # the test session's own stack, when it starts one
@@ -30,6 +32,8 @@ DEFAULT_PREFIX = "points"
 DEFAULT_STORE = "duckdb:///ledger.duckdb"
 DEFAULT_MAX_AMOUNT = 1_000_000_000
 SECRET_KEYS = ("password", "secret", "key.pem", "token")
+DEFAULT_DEDUP_WINDOW_S = 7 * 24 * 3600
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def default_home() -> Path:
@@ -48,10 +52,17 @@ class Settings:
     max_amount: int = DEFAULT_MAX_AMOUNT
     home: Path = field(default_factory=default_home)
     log_format: str = "text"
+    dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S
+    state_dir: Path | None = None  # None: <home>/state
     credit_key: str = field(default="", repr=False)  # a secret: never in repr or logs
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
+
+    @property
+    def state_path(self) -> Path:
+        """Where the processor keeps its on-disk state."""
+        return self.state_dir if self.state_dir is not None else self.home / "state"
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -105,6 +116,20 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
         raise UsageError(f"{name} must be an integer, got {raw!r}") from e
 
 
+def parse_duration(text: str, name: str = "duration") -> float:
+    """Seconds in '7d', '12h', '30m', '90s', '500ms' or a bare number of seconds."""
+    raw = text.strip().lower()
+    unit = next((u for u in ("ms", "s", "m", "h", "d") if raw.endswith(u)), "")
+    number = raw[: len(raw) - len(unit)] if unit else raw
+    try:
+        seconds = float(number) * _DURATION_UNITS.get(unit, 1)
+    except ValueError as e:
+        raise UsageError(f"{name} must be a duration such as 7d, 12h or 90s, got {text!r}") from e
+    if seconds <= 0:
+        raise UsageError(f"{name} must be positive, got {text!r}")
+    return seconds
+
+
 def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment; explicit overrides (CLI options) win."""
     env = os.environ if env is None else env
@@ -119,6 +144,10 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         max_amount=_int_env(env, ENV_MAX_AMOUNT, DEFAULT_MAX_AMOUNT),
         home=Path(env[ENV_HOME]) if env.get(ENV_HOME) else default_home(),
         log_format=env.get(ENV_LOG_FORMAT, "text"),
+        dedup_window_s=parse_duration(env[ENV_DEDUP_WINDOW], ENV_DEDUP_WINDOW)
+        if env.get(ENV_DEDUP_WINDOW)
+        else DEFAULT_DEDUP_WINDOW_S,
+        state_dir=Path(env[ENV_STATE_DIR]) if env.get(ENV_STATE_DIR) else None,
         credit_key=env.get(ENV_CREDIT_KEY, ""),
     )
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -44,6 +44,11 @@ TOPICS: tuple[TopicSpec, ...] = (
         "the processor's balance changelog, keyed by account",
     ),
     TopicSpec(
+        "guards",
+        {"cleanup.policy": "compact"},
+        "the processor's permanent guards (reversed events, applied credits), by partition",
+    ),
+    TopicSpec(
         "results",
         {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
         "outcomes of commands, keyed by the deciding account",
@@ -179,3 +184,21 @@ def guard_topics(settings: Settings, admin: AdminClient | None = None) -> None:
     counts = {s.name: s.partitions for s in states.values()}
     if len(set(counts.values())) > 1:
         raise TopicConfigError(f"topics are not co-partitioned (partition counts: {counts})")
+
+
+def guard_dedup_window(settings: Settings, admin: AdminClient | None = None) -> None:
+    """Refuse a deduplication window longer than points.results keeps outcomes.
+
+    A processor that loses its local state restores the window's outcomes from that
+    topic: what it no longer holds could be applied a second time.
+    """
+    results = settings.topic("results")
+    state = next((s for s in describe_topics(settings, admin) if s.name == results), None)
+    if state is None:
+        return  # guard_topics names missing topics
+    retention = int(state.configs.get("retention.ms", "-1"))
+    if 0 <= retention < settings.dedup_window_s * 1000:
+        raise TopicConfigError(
+            f"{results} keeps outcomes {retention / 1000:g} s but LEDGER_DEDUP_WINDOW is "
+            f"{settings.dedup_window_s:g} s: raise its retention.ms or shorten the window"
+        )

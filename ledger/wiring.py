@@ -6,7 +6,9 @@ from functools import lru_cache
 
 from ledger.client import LedgerClient
 from ledger.codec import Codec
+from ledger.credits import CreditSigner
 from ledger.processor import CommandProcessor
+from ledger.processor.service import ProcessorClients, ProcessorTuning
 from ledger.settings import Settings
 
 
@@ -21,9 +23,20 @@ def build_client(settings: Settings) -> LedgerClient:
 
 
 def build_processor(
-    settings: Settings, instance_id: str, max_batch: int = 2000, metrics_port: int | None = None
+    settings: Settings,
+    instance_id: str,
+    max_batch: int = 2000,
+    metrics_port: int | None = None,
+    clients: ProcessorClients | None = None,
+    tuning: ProcessorTuning | None = None,
 ) -> CommandProcessor:
-    processor = CommandProcessor(settings, codec(), instance_id, max_batch=max_batch)
+    """The command processor. `clients` is the documented seam for Kafka client faults:
+    tests pass factories whose producers or consumers misbehave on cue."""
+    tuning = tuning or ProcessorTuning(max_batch=max_batch)
+    processor = CommandProcessor(
+        settings, codec(), instance_id, CreditSigner(settings.credit_key), tuning,
+        clients or ProcessorClients(),
+    )
     if metrics_port is not None:
         from ledger.metrics import serve_processor_metrics
 

@@ -19,22 +19,26 @@ from ledger.credits import CreditSigner
 from ledger.domain import (
     Accepted,
     AccountOpened,
+    ApplyCredit,
     Command,
     Decision,
+    DedupWindow,
     JournalEntry,
     Limits,
     Rejected,
     RejectReason,
     decide,
     envelope_problem,
+    issued_time,
 )
 from ledger.errors import CodecError, MalformedRecordError
 from ledger.fastcodec import HotCodec
 from ledger.kafka import partition_for
 from ledger.processor.kafka_io import JournalFetcher, dead_letter
-from ledger.processor.state import Overlay, ProcessorStats
+from ledger.processor.state import CreditMark, Overlay, ProcessorStats
 from ledger.records import (
     Outcome,
+    ReverseRef,
     WireCommand,
     command_from_record,
     command_to_record,
@@ -50,7 +54,7 @@ log = logging.getLogger("ledger.processor")
 # a poison pill (dead-lettered), not a reason to abort and retry the batch forever.
 _RECORD_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._INVALID_ARG})
 
-TOPIC_NAMES = ("commands", "events", "accounts", "balances", "results", "deadletter")
+TOPIC_NAMES = ("commands", "events", "accounts", "balances", "results", "guards", "deadletter")
 # Partitions of recent record keys: murmur2 in Python costs more than deciding a command.
 _ROUTE_CACHE_KEYS = 100_000
 _ROUTE_CACHE_KEY_BYTES = 256
@@ -64,6 +68,28 @@ class Poisoned(Exception):
         self.position, self.error = position, error
 
 
+class Router:
+    """The partition every ledger producer picks for a key (cached for short keys)."""
+
+    def __init__(self) -> None:
+        self.partitions = 0  # of the commands topic, known once the processor runs
+        self._routes: dict[bytes, int] = {}
+
+    def key(self, key: bytes) -> int:
+        routes = self._routes
+        found = routes.get(key)
+        if found is None:
+            found = partition_for(key, self.partitions)
+            if len(key) <= _ROUTE_CACHE_KEY_BYTES:
+                if len(routes) >= _ROUTE_CACHE_KEYS:
+                    routes.clear()
+                routes[key] = found
+        return found
+
+    def account(self, account: str) -> int:
+        return self.key(account.encode())
+
+
 class CommandHandler:
     """Decides the records of one batch into the open transaction of `producer`."""
 
@@ -74,23 +100,26 @@ class CommandHandler:
         overlay: Overlay,
         stats: ProcessorStats,
         fetcher: JournalFetcher,
+        router: Router,
+        signer: CreditSigner,
     ) -> None:
         self.codec, self.overlay, self.stats, self.fetcher = codec, overlay, stats, fetcher
+        self.router, self.signer = router, signer
         self.hot = HotCodec(codec)
         self.limits = Limits(settings.max_amount)
-        self.signer = CreditSigner(settings.credit_key)
+        self.window = DedupWindow(int(settings.dedup_window_s * 1000))
         self.topic = {n: settings.topic(n) for n in TOPIC_NAMES}
-        self.partitions = 0  # of the commands topic, known once the processor runs
         self.producer: Producer | None = None  # the open transaction's, set per batch
         self._snapshots: dict[str, tuple[Any, str | None]] = {}
-        self._routes: dict[bytes, int] = {}
+        self._marks: dict[tuple[int, int], CreditMark] = {}
         # Records whose handling failed for good, by (partition, offset): dead-lettered when
         # the aborted batch is consumed again.
         self.poisoned: dict[tuple[int, int], Exception] = {}
 
     def discard(self) -> None:
-        """Forget the batch's pending snapshots (its transaction is gone)."""
+        """Forget the batch's pending changelog records (its transaction is gone)."""
         self._snapshots.clear()
+        self._marks.clear()
 
     def handle_guarded(self, msg: Message) -> None:
         """Handle one record; a failure that would recur on retry poisons only that record."""
@@ -102,7 +131,7 @@ class CommandHandler:
                 self._dead_letter(msg, poison)
                 return
         try:
-            self._handle(msg, partition)
+            self._handle(msg, partition, offset)
         except BufferError:
             raise  # the local queue is full: transient, never the record's fault
         except KafkaException as e:
@@ -112,19 +141,27 @@ class CommandHandler:
         except Exception as e:  # input nobody foresaw must stop one record, not the service
             raise Poisoned((partition, offset), e) from e
 
-    def _handle(self, msg: Message, partition: int) -> None:
+    def _handle(self, msg: Message, partition: int, offset: int) -> None:
         self.stats.commands += 1
         self.overlay.bind(partition)
         wire = self._read(msg)
         if wire is None:
             return
+        if wire.kind == "APPLY_CREDIT" and not self.signer.verify(msg):
+            self._refuse_credit(msg)
+            return
         refusal = self._refusal(msg, wire, partition)
         if refusal is None:
-            command = wire.command or self._build_reverse(wire)
-            if not isinstance(command, Rejected):
-                self._decide(wire, command)
-                return
-            refusal = command.reason, command.detail
+            now = int(time.time() * 1000)
+            refused = self._outside_window(wire, now)
+            if refused is not None:
+                refusal = refused.reason, refused.detail
+            else:
+                command = wire.command or self._build_reverse(wire)
+                if not isinstance(command, Rejected):
+                    self._decide(wire, command, (partition, offset), now)
+                    return
+                refusal = command.reason, command.detail
         # Refusals (not decisions) are not remembered: the id stays free for a proper send.
         self._reply_rejected(wire, "", *refusal, store=False)
 
@@ -140,37 +177,40 @@ class CommandHandler:
             self._dead_letter(msg, e)
             return None
 
+    def _refuse_credit(self, msg: Message) -> None:
+        """A credit no processor signed (forged, re-keyed, or under a key not listed): kept
+        in the dead-letter topic with its origin, counted, never applied."""
+        self.stats.credits_refused += 1
+        self._dead_letter(msg, MalformedRecordError(
+            "an apply-credit record not signed by a processor key (forged, re-keyed, or "
+            "signed with a key missing from LEDGER_CREDIT_KEY / LEDGER_CREDIT_KEYS)"))
+
     def _refusal(
         self, msg: Message, wire: WireCommand, partition: int
     ) -> tuple[RejectReason, str] | None:
-        """Why a record is refused before any decision: misrouted, unusable or forged."""
+        """Why a record is refused before any decision: misrouted or unusable."""
         raw_key = msg.key() or b""
         key = raw_key.decode("utf-8", "replace")
-        if key != wire.key or self._route(raw_key) != partition:
+        if key != wire.key or self.router.key(raw_key) != partition:
             return RejectReason.MISROUTED, (
                 f"record key {_shorten(key)} on partition {partition} does not route {wire.key}"
             )
         problem = envelope_problem(wire.record["command_id"], wire.record["reason"])
-        if problem is None and wire.kind == "APPLY_CREDIT" and not self.signer.verify(msg):
-            problem = "an apply-credit record not signed by a processor (forged or re-keyed)"
         return None if problem is None else (RejectReason.INVALID_COMMAND, problem)
 
-    def _route(self, key: bytes) -> int:
-        """The partition every ledger producer picks for `key` (cached for short keys)."""
-        routes = self._routes
-        found = routes.get(key)
-        if found is None:
-            found = partition_for(key, self.partitions)
-            if len(key) <= _ROUTE_CACHE_KEY_BYTES:
-                if len(routes) >= _ROUTE_CACHE_KEYS:
-                    routes.clear()
-                routes[key] = found
-        return found
+    def _outside_window(self, wire: WireCommand, now: int) -> Rejected | None:
+        """Expired or from the future; routed credits with a source are exempt: their
+        marks guard them forever, and a room's owner may be down longer than the window."""
+        if _credit_source(wire) is not None:
+            return None
+        rec = wire.record
+        return self.window.refusal(issued_time(rec["command_id"], rec["issued_at"]), now)
 
-    def _decide(self, wire: WireCommand, command: Command) -> None:
+    def _decide(
+        self, wire: WireCommand, command: Command, position: tuple[int, int], now: int
+    ) -> None:
         fingerprint = wire.fingerprint  # the payload as sent, minus id and timestamp
         previous = self.overlay.outcome(command.command_id)
-        now = int(time.time() * 1000)
         if previous is not None:
             if previous.payload_fingerprint == fingerprint:
                 self._emit_result(previous, now)  # same id, same payload: the first outcome
@@ -183,6 +223,16 @@ class CommandHandler:
                     store=False,
                 )
             return
+        source = _credit_source(wire)
+        if source is not None and isinstance(command, ApplyCredit):
+            if self.overlay.credit_applied(*source, command.account):
+                self._reply_rejected(
+                    wire, fingerprint, RejectReason.ALREADY_APPLIED,
+                    f"the credit of {command.event_id} to {command.account} was applied before",
+                    store=False)
+                return
+            mark = self.overlay.mark_credit(*source, command.account)
+            self._marks[(position[0], source[0])] = mark
         decision = decide(
             self.overlay,
             command,
@@ -190,15 +240,21 @@ class CommandHandler:
             limits=self.limits,
             reversed_ids=self.overlay.reversed_ids,
         )
-        self._write(wire, command, decision, fingerprint, now)
+        self._write(wire, command, decision, fingerprint, now, position)
 
     def _write(
-        self, wire: WireCommand, command: Command, decision: Decision, fingerprint: str, now: int
+        self,
+        wire: WireCommand,
+        command: Command,
+        decision: Decision,
+        fingerprint: str,
+        now: int,
+        position: tuple[int, int],
     ) -> None:
         if isinstance(decision, Rejected):
-            self._reply_rejected(wire, fingerprint, decision.reason, decision.detail)
+            self._reply_rejected(wire, fingerprint, decision.reason, decision.detail, now=now)
             return
-        event_ids = self._produce_events(decision, wire.key.encode(), now)
+        event_ids = self._produce_events(decision, wire.key.encode(), now, position)
         last_event = event_ids[-1] if event_ids else None
         for state in decision.states:
             self.overlay.put(state)
@@ -208,10 +264,14 @@ class CommandHandler:
             command.command_id, True, None, "", tuple(event_ids), wire.key, fingerprint, reverses
         )
         self.stats.accepted += 1
-        self.overlay.record(outcome)
+        self.overlay.record(outcome, now)
+        if reverses:
+            self._guard_reversal(reverses, command.command_id, position[0], now)
         self._emit_result(outcome, now)
 
-    def _produce_events(self, decision: Accepted, key: bytes, now: int) -> list[str]:
+    def _produce_events(
+        self, decision: Accepted, key: bytes, now: int, position: tuple[int, int]
+    ) -> list[str]:
         """Journal events, opened accounts and signed routed credits; the events' ids."""
         producer = self.producer
         assert producer is not None
@@ -221,49 +281,75 @@ class CommandHandler:
                 event_ids.append(event.event_id)
                 producer.produce(self.topic["events"], self.hot.event(event), key)
             elif isinstance(event, AccountOpened):
-                self.overlay.opened.add(event.account)
+                self.overlay.opened(event.account)
                 producer.produce(
                     self.topic["accounts"],
                     key=event.account.encode(),
                     value=self.codec.encode("account", opened_to_record(event)),
                 )
         for credit in decision.credits:
-            value = self.codec.encode("command", command_to_record(credit, now))
+            # The source position orders this partition's credits for the room's owner.
+            source = ReverseRef(credit.event_id, *position)
+            value = self.codec.encode("command", command_to_record(credit, now, source))
             producer.produce(self.topic["commands"], key=credit.account.encode(),
                              value=value, headers=self.signer.sign(value))
         return event_ids
 
-    def flush_snapshots(self) -> None:
-        """One snapshot per account per batch: the topic is compacted, the last one counts."""
+    def _guard_reversal(self, event_id: str, command_id: str, partition: int, now: int) -> None:
+        assert self.producer is not None
+        value = self.codec.encode("guard", {
+            "kind": "EVENT_REVERSED", "event_id": event_id, "command_id": command_id,
+            "source_partition": None, "source_offset": None, "accounts": [],
+            "recorded_at": now})
+        self.producer.produce(self.topic["guards"], value, f"r:{event_id}".encode(),
+                              partition=partition)
+
+    def flush_changelogs(self) -> None:
+        """One snapshot per account and one mark per source partition per batch: the
+        topics are compacted, the last record of a key counts."""
         producer = self.producer
         assert producer is not None
         now = int(time.time() * 1000)
         topic, balance = self.topic["balances"], self.hot.balance
         for account, (state, last_event) in self._snapshots.items():
             producer.produce(topic, balance(state, now, last_event), account.encode())
-        self._snapshots.clear()
+        for (partition, source), mark in self._marks.items():
+            value = self.codec.encode("guard", {
+                "kind": "CREDITS_APPLIED", "event_id": None, "command_id": None,
+                "source_partition": source, "source_offset": mark.offset,
+                "accounts": sorted(mark.accounts), "recorded_at": now})
+            producer.produce(self.topic["guards"], value, f"c:{source}".encode(),
+                             partition=partition)
+        self.discard()
 
     def _reply_rejected(
-        self, wire: WireCommand, payload: str, reason: RejectReason, detail: str, store: bool = True
+        self,
+        wire: WireCommand,
+        payload: str,
+        reason: RejectReason,
+        detail: str,
+        store: bool = True,
+        now: int | None = None,
     ) -> None:
+        now = int(time.time() * 1000) if now is None else now
         outcome = Outcome(
             wire.record["command_id"], False, str(reason), detail, (), wire.key, payload
         )
         self.stats.rejected[str(reason)] = self.stats.rejected.get(str(reason), 0) + 1
         if store:
-            self.overlay.record(outcome)
-        self._emit_result(outcome)
+            self.overlay.record(outcome, now)
+        self._emit_result(outcome, now)
 
-    def _emit_result(self, outcome: Outcome, now: int | None = None) -> None:
+    def _emit_result(self, outcome: Outcome, now: int) -> None:
         assert self.producer is not None
-        value = self.hot.result(outcome, int(time.time() * 1000) if now is None else now)
+        value = self.hot.result(outcome, now)
         self.producer.produce(self.topic["results"], value, outcome.account.encode())
 
     def _build_reverse(self, wire: WireCommand) -> Command | Rejected:
         ref = wire.ref
         if ref is None:
             return Rejected(RejectReason.NOT_REVERSIBLE, "reverse needs the event's position")
-        if not (0 <= ref.partition < self.partitions and ref.offset >= 0):
+        if not (0 <= ref.partition < self.router.partitions and ref.offset >= 0):
             return Rejected(
                 RejectReason.NOT_REVERSIBLE,
                 f"no position {ref.partition}@{ref.offset} in {self.topic['events']}",
@@ -280,6 +366,17 @@ class CommandHandler:
             "dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), error
         )
         dead_letter(self.producer, self.topic["deadletter"], msg, error)
+
+
+def _credit_source(wire: WireCommand) -> tuple[int, int] | None:
+    """(partition, offset) of the command that routed an apply-credit record, if it says.
+
+    Credits routed before sources were recorded carry none: the window guards them.
+    """
+    rec = wire.record
+    if wire.kind != "APPLY_CREDIT" or rec["ref_partition"] is None or rec["ref_offset"] is None:
+        return None
+    return rec["ref_partition"], rec["ref_offset"]
 
 
 def _shorten(text: str, limit: int = 80) -> str:

@@ -20,11 +20,17 @@ class JournalFetcher:
         self._consumer: Consumer | None = None
 
     def fetch(self, ref: ReverseRef) -> JournalEntry | str:
-        """The event, or why it cannot be used."""
+        """The event, or why it cannot be used; a position at or past the partition's end
+        is refused at once (the caller is inside an open transaction)."""
         if self._consumer is None:
             self._consumer = make_consumer(self.settings, None, **{"fetch.wait.max.ms": 10})
         topic = self.settings.topic("events")
-        self._consumer.assign([TopicPartition(topic, ref.partition, ref.offset)])
+        tp = TopicPartition(topic, ref.partition, ref.offset)
+        # A KafkaException here aborts and retries the batch: the broker's fault, not the record's.
+        _, end = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        if ref.offset >= end:
+            return f"no event at {topic}[{ref.partition}]@{ref.offset}: the partition ends at {end}"
+        self._consumer.assign([tp])
         for _ in range(50):
             for msg in self._consumer.consume(1, timeout=0.1):
                 if msg.error() is not None:

@@ -1,39 +1,70 @@
-"""The command processor: the single, exactly-once writer of the journal.
+"""The command processor's loop: consume a batch, decide it in one transaction, commit or recover.
 
-A consumer group on points.commands; each instance owns the accounts that hash
-to its partitions. Per batch, inside one Kafka transaction: decide every
-command, write journal events, account states, balance snapshots, results and
-routed credits, and send the consumed offsets to the transaction. All of it
-commits together or not at all.
+A consumer group on points.commands; each instance owns the accounts that hash to its
+partitions. Per batch, inside one Kafka transaction: decide every command, write journal
+events, account states, balance snapshots, guards, results and routed credits, and send
+the consumed offsets to the transaction. All of it commits together or not at all.
 
-The pieces: processor_group (partitions owned and restored), processor_handler
-(one record decided), processor_txn (the transactional producers taking turns, their
-watchdog and replacement), processor_state (owned state and the batch's overlay).
+The pieces: group (partitions owned and restored), handler (one record decided), txn
+(transactional producers, commit by the book), state (the batch's overlay), store (the
+on-disk state), restore (changelog tails after a stable commit).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
 from ledger.codec import Codec
+from ledger.credits import CreditSigner
+from ledger.domain import DedupWindow
 from ledger.errors import InfrastructureError
-from ledger.kafka import consume_ready, consumer_lag, topic_partitions
-from ledger.processor.group import GroupMember, fatal_error
-from ledger.processor.handler import CommandHandler, Poisoned, position_of
+from ledger.kafka import consume_ready, consumer_lag, make_consumer, make_producer, topic_partitions
+from ledger.processor.accounts_table import AccountsTable
+from ledger.processor.group import ConsumerFactory, GroupMember, fatal_error
+from ledger.processor.handler import CommandHandler, Poisoned, Router, position_of
 from ledger.processor.kafka_io import JournalFetcher
-from ledger.processor.state import AccountsTable, Overlay, PartitionState, ProcessorStats
-from ledger.processor.txn import Stuck, Transactions, is_fenced
+from ledger.processor.restore import ChangelogReader
+from ledger.processor.state import Overlay, ProcessorStats
+from ledger.processor.store import StateStore
+from ledger.processor.txn import (
+    TXN_TIMEOUT_S,
+    CommitUnknown,
+    ProducerFactory,
+    Stuck,
+    Transactions,
+    is_fenced,
+)
 from ledger.settings import Settings
-from ledger.topics import guard_topics
+from ledger.topics import guard_dedup_window, guard_topics
 
 log = logging.getLogger("ledger.processor")
+
+
+@dataclass(frozen=True)
+class ProcessorTuning:
+    """How the loop batches and how often it checkpoints and prunes its store."""
+
+    max_batch: int = 2000
+    batch_timeout_s: float = 0.1
+    checkpoint_every_s: float = 5.0
+    prune_every_s: float = 1.0
+    prune_limit: int = 20_000
+    txn_timeout_s: float = TXN_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class ProcessorClients:
+    """How the processor makes its Kafka clients: the seam where a test injects a fault."""
+
+    producer: ProducerFactory = make_producer
+    consumer: ConsumerFactory = make_consumer
 
 
 class CommandProcessor:
@@ -42,44 +73,38 @@ class CommandProcessor:
         settings: Settings,
         codec: Codec,
         instance_id: str,
-        max_batch: int = 2000,
-        batch_timeout: float = 0.1,
+        signer: CreditSigner,
+        tuning: ProcessorTuning = ProcessorTuning(),
+        clients: ProcessorClients = ProcessorClients(),
     ) -> None:
-        self.settings, self.codec = settings, codec
-        self.instance_id = instance_id
-        self.max_batch, self.batch_timeout = max_batch, batch_timeout
+        self.settings, self.codec, self.instance_id = settings, codec, instance_id
+        self.tuning = tuning
         self.stats = ProcessorStats()
-        self.committed: dict[int, PartitionState] = {}
+        window = DedupWindow(int(settings.dedup_window_s * 1000))
+        self.window = window
+        self.store = StateStore(state_file(settings, instance_id))
         self.accounts = AccountsTable(settings, codec)
-        self.overlay = Overlay(self.committed, self.accounts)
+        self.router = Router()
+        self.group = GroupMember(settings, instance_id, self.store,
+                                 ChangelogReader(settings, codec, window), self.stats,
+                                 clients.consumer)
+        self.overlay = Overlay(self.store, self.group.owns, self.accounts.known,
+                               self.router.account)
         self.fetcher = JournalFetcher(settings, codec)
-        self.handler = CommandHandler(settings, codec, self.overlay, self.stats, self.fetcher)
-        self.group = GroupMember(
-            settings, codec, instance_id, self.committed, self.overlay, self.stats
-        )
-        self.txn = Transactions(settings, instance_id, self.stats)
-        self.topic = self.handler.topic
+        self.handler = CommandHandler(settings, codec, self.overlay, self.stats, self.fetcher,
+                                      self.router, signer)
+        self.txn = Transactions(settings, instance_id, self.stats, clients.producer,
+                                tuning.txn_timeout_s)
+        self.topic = settings.topic("commands")
         self._stop = threading.Event()
         self.running = False
         self.lag: dict[int, int] = {}  # records behind the end per owned partition (metrics)
         self.metrics_server: Any = None
+        self._next_checkpoint = self._next_prune = 0.0
 
-    # The live clients: replaced on failures (and by tests that inject them).
     @property
-    def consumer(self) -> Consumer | None:
+    def consumer(self) -> Any:
         return self.group.consumer
-
-    @consumer.setter
-    def consumer(self, consumer: Consumer | None) -> None:
-        self.group.consumer = consumer
-
-    @property
-    def producer(self) -> Producer | None:
-        return self.txn.producer
-
-    @producer.setter
-    def producer(self, producer: Producer | None) -> None:
-        self.txn.producer = producer
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -88,13 +113,13 @@ class CommandProcessor:
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         guard_topics(self.settings)
-        self.handler.signer.warn_if_development()
-        self.partitions = topic_partitions(self.settings, self.topic["commands"])
-        self.handler.partitions = self.partitions
+        guard_dedup_window(self.settings)
+        self.router.partitions = topic_partitions(self.settings, self.topic)
         self.txn.start()
         self.accounts.start()
         self.group.subscribe()
-        log.info("processor %s started on %s", self.instance_id, self.settings.bootstrap)
+        log.info("processor %s started on %s, state in %s", self.instance_id,
+                 self.settings.bootstrap, self.store.path)
         if on_ready:
             on_ready()
         self.running = True
@@ -107,6 +132,7 @@ class CommandProcessor:
                 self.consumer.close()
             self.accounts.stop()
             self.fetcher.close()
+            self.store.close()
             if self.metrics_server is not None:
                 self.metrics_server.close()
 
@@ -114,40 +140,50 @@ class CommandProcessor:
         while not self._stop.is_set():
             consumer = self.consumer
             assert consumer is not None
-            msgs = consume_ready(consumer, self.max_batch, self.batch_timeout)
+            epoch = self.group.epoch
+            msgs = consume_ready(consumer, self.tuning.max_batch, self.tuning.batch_timeout_s)
             fatal = fatal_error(msgs)
             if fatal is not None:  # before any of the batch is handled: nothing to undo
                 self.group.rejoin(fatal)
                 continue
-            self.lag = consumer_lag(consumer, self.topic["commands"], sorted(self.committed))
+            if self.group.epoch != epoch and msgs:
+                # Partitions moved while the batch was fetched: some of it may predate its
+                # partition's new assignment. Decide none of it; resume from the group.
+                self.stats.dropped_unowned += len(msgs)
+                self.group.resync()
+                continue
+            self.lag = consumer_lag(consumer, self.topic, sorted(self.group.owned))
             if msgs:
                 self._process_batch(msgs)
+            self._housekeeping()
 
     # --- one batch, one transaction -------------------------------------------
 
     def _process_batch(self, msgs: list[Message]) -> None:
         started = time.monotonic()
-        firsts: dict[int, int] = {}  # where to rewind to if the transaction fails, known first
-        for msg in msgs:
+        owned = [m for m in msgs if m.error() is not None or self.group.owns(m.partition() or 0)]
+        self.stats.dropped_unowned += len(msgs) - len(owned)
+        firsts: dict[int, int] = {}  # where to rewind to if the transaction aborts
+        for msg in owned:
             if msg.error() is None:
                 firsts.setdefault(*position_of(msg))
-        try:
-            self._transact(msgs)
-        except KafkaException as e:
-            if is_fenced(e):  # another instance took this transactional id over
-                self._discard_batch()
-                raise InfrastructureError(f"processor fenced: {e.args[0].str()}") from e
-            self.txn.recover(e)
-            self._forget_batch(firsts)
+        if not firsts:
             return
-        except Stuck as stuck:
-            self.txn.replace(stuck.call)
-            self._forget_batch(firsts)
+        try:
+            self._transact(owned)
+        except KafkaException as e:
+            self._failed(e, firsts)
+            return
+        except (Stuck, CommitUnknown) as unknown:
+            self._unknown(str(unknown))
+            return
+        except BufferError as e:
+            log.warning("producer queue full (%s); aborting and retrying the batch", e)
+            self._abort(firsts)
             return
         except Poisoned as p:
             self._poisoned(p)
-            self.txn.abort()
-            self._forget_batch(firsts)
+            self._abort(firsts)
             return
         self._committed(started)
 
@@ -164,26 +200,52 @@ class CommandProcessor:
             partition, offset = position_of(msg)
             offsets[partition] = offset + 1
             self.handler.handle_guarded(msg)
-        self.handler.flush_snapshots()
-        positions = [TopicPartition(self.topic["commands"], p, o) for p, o in offsets.items()]
+        self.handler.flush_changelogs()
+        positions = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
         self.txn.commit(positions, consumer.consumer_group_metadata())
 
     def _committed(self, started: float) -> None:
-        self.overlay.merge()
-        # The committed state only grows (balances, the outcomes of the dedup window); left
-        # to the collector, each full collection walks all of it: 100-250 ms pauses at 200k
-        # outcomes, the latency p99. Frozen, a collection sees what the last batch made.
-        # The hot path makes no reference cycles, so no garbage is frozen for good.
-        gc.freeze()
+        changes = self.overlay.reset()
+        if changes:
+            forget = {key: self.window.forget_after(decided)
+                      for key, (_, decided) in changes.outcomes.items()}
+            self.store.commit(changes, forget)
         self.stats.batches += 1
         self.stats.last_batch_ms = (time.monotonic() - started) * 1000
+
+    def _failed(self, e: KafkaException, firsts: dict[int, int]) -> None:
+        err = e.args[0]
+        if is_fenced(e):  # another instance took this transactional id over
+            self._discard_batch()
+            raise InfrastructureError(f"processor fenced: {err.str()}") from e
+        if err.fatal():
+            self._unknown(f"fatal producer error ({err.str()})")
+            return
+        log.warning("transaction failed (%s); aborting and retrying the batch", err.str())
+        self._abort(firsts)
+
+    def _abort(self, firsts: dict[int, int]) -> None:
+        """The batch did not commit: abort it and consume it again."""
+        self._discard_batch()
+        self.stats.aborts += 1
+        if self.txn.abort():
+            self.group.rewind(firsts)
+        else:
+            self.group.resync()
+
+    def _unknown(self, what: str) -> None:
+        """Whether the batch committed is not known: a new producer settles it, then the
+        state and positions come from the log, so no batch is ever decided twice."""
+        self._discard_batch()
+        self.txn.replace(what)
+        self.group.resync()
 
     def _poisoned(self, p: Poisoned) -> None:
         self.handler.poisoned[p.position] = p.error
         log.error(
             "record %s[%d]@%d cannot be processed (%s: %s); "
             "retrying the batch without it and dead-lettering it",
-            self.topic["commands"],
+            self.topic,
             *p.position,
             type(p.error).__name__,
             str(p.error)[:300],
@@ -193,8 +255,22 @@ class CommandProcessor:
         self.overlay.reset()
         self.handler.discard()
 
-    def _forget_batch(self, firsts: dict[int, int]) -> None:
-        """The batch's transaction is gone: drop its changes and consume it again."""
-        self._discard_batch()
-        self.stats.aborts += 1
-        self.group.rewind(firsts)
+    # --- store upkeep between batches ----------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_prune:
+            self._next_prune = now + self.tuning.prune_every_s
+            self.store.prune(int(time.time() * 1000), self.tuning.prune_limit)
+        if now >= self._next_checkpoint and self.group.owned:
+            self._next_checkpoint = now + self.tuning.checkpoint_every_s
+            # Every batch so far committed and is in the store: the changelogs' ends are
+            # what it reflects (only this instance writes them while it owns them).
+            for partition, offsets in self.group.reader.ends(sorted(self.group.owned)).items():
+                self.store.checkpoint(partition, offsets)
+
+
+def state_file(settings: Settings, instance_id: str) -> Any:
+    """The instance's state file: one per topic prefix and instance id."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in instance_id)
+    return settings.state_path / settings.topic_prefix / f"{safe}.sqlite"

@@ -23,6 +23,8 @@ from ledger.kafka import make_producer
 from ledger.processor.state import ProcessorStats
 from ledger.settings import Settings
 
+ProducerFactory = Callable[..., Producer]
+
 log = logging.getLogger("ledger.processor")
 
 # A consumer that fails fatally, or a producer that cannot finish its transaction, is replaced
@@ -40,7 +42,7 @@ WATCHDOG_GRACE_S = 15.0
 
 
 class Stuck(Exception):
-    """A transactional call outlived its own timeout."""
+    """A transactional call outlived its own timeout: whether it took effect is unknown."""
 
     def __init__(self, call: str) -> None:
         super().__init__(call)
@@ -63,7 +65,13 @@ class RestartBudget:
             )
 
 
-def watched(call: str, fn: Callable[[], None]) -> None:
+class CommitUnknown(Exception):
+    """commit_transaction kept failing with retriable errors: it may have committed."""
+
+
+def watched(
+    call: str, fn: Callable[[], None], limit_s: float = TXN_TIMEOUT_S + WATCHDOG_GRACE_S
+) -> None:
     """Run a transactional call, giving up on it if it outlives its own timeout."""
     errors: list[BaseException] = []
     done = threading.Event()
@@ -77,7 +85,7 @@ def watched(call: str, fn: Callable[[], None]) -> None:
             done.set()
 
     threading.Thread(target=run, name=call, daemon=True).start()
-    if not done.wait(TXN_TIMEOUT_S + WATCHDOG_GRACE_S):
+    if not done.wait(limit_s):
         raise Stuck(call)
     if errors:
         raise errors[0]
@@ -101,11 +109,17 @@ class Transactions:
     commit in order (and the group coordinator keeps the later commit record regardless).
     """
 
-    def __init__(self, settings: Settings, instance_id: str, stats: ProcessorStats) -> None:
-        self.settings, self.stats = settings, stats
-        legacy = f"{settings.topic_prefix}.processor.{instance_id}"
-        # The first is the one id of earlier versions: starting fences what they left open.
-        self.txn_ids = (legacy, f"{legacy}.b")
+    def __init__(
+        self,
+        settings: Settings,
+        instance_id: str,
+        stats: ProcessorStats,
+        make: ProducerFactory = make_producer,
+        timeout_s: float = TXN_TIMEOUT_S,
+    ) -> None:
+        self.settings, self.stats, self._make, self.timeout_s = settings, stats, make, timeout_s
+        first = f"{settings.topic_prefix}.processor.{instance_id}"
+        self.txn_ids = (first, f"{first}.b")
         self.producers: list[Producer | None] = [None, None]
         self.turn = 0  # whose transaction is (or was last) open
         self._abandoned: list[Producer | None] = []  # a thread may still be inside them
@@ -115,10 +129,6 @@ class Transactions:
     def producer(self) -> Producer | None:
         """The producer of the open (or last) transaction."""
         return self.producers[self.turn]
-
-    @producer.setter
-    def producer(self, producer: Producer | None) -> None:
-        self.producers[self.turn] = producer
 
     def start(self, wait_s: float = 60.0) -> None:
         for turn, txn_id in enumerate(self.txn_ids):
@@ -133,7 +143,7 @@ class Transactions:
         return producer
 
     def _init(self, txn_id: str, wait_s: float) -> Producer:
-        producer = make_producer(self.settings, transactional_id=txn_id)
+        producer = self._make(self.settings, transactional_id=txn_id)
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -148,51 +158,77 @@ class Transactions:
                 log.info("transaction coordinator not ready yet: %s", e)
 
     def commit(self, positions: list[TopicPartition], group: Any) -> None:
-        """Send the consumed offsets to the transaction and commit it (Stuck if hung)."""
+        """Send the consumed offsets to the transaction and commit it.
+
+        By librdkafka's book: a retriable error means the commit may go on in the
+        background and calling it again is right, so it is called again until the timeout;
+        then the outcome is unknown (CommitUnknown). Abortable errors raise for the caller
+        to abort; fatal ones for it to replace the producer.
+        """
         producer = self.producer
         assert producer is not None
-        watched(
+        self._retrying(
             "send_offsets_to_transaction",
-            lambda: producer.send_offsets_to_transaction(positions, group, TXN_TIMEOUT_S),
+            lambda: producer.send_offsets_to_transaction(positions, group, self.timeout_s),
         )
-        watched("commit_transaction", lambda: producer.commit_transaction(TXN_TIMEOUT_S))
+        if not self._retrying(
+            "commit_transaction", lambda: producer.commit_transaction(self.timeout_s)
+        ):
+            raise CommitUnknown("commit_transaction kept failing with retriable errors")
 
-    def recover(self, e: KafkaException) -> None:
-        """End a failed transaction: a fatal error replaces the producer, others abort."""
-        err = e.args[0]
-        if err.fatal():
-            # E.g. a sequence desynchronisation after request timeouts while brokers died:
-            # this producer is done for, the transactional id is not.
-            self.replace(f"fatal producer error ({err.str()})")
-            return
-        log.warning("transaction failed (%s); aborting and retrying the batch", err.str())
-        self.abort()
+    def _retrying(self, call: str, fn: Callable[[], None]) -> bool:
+        """fn() under the watchdog, again while it fails retriably; False if it never ended."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                watched(call, fn, self.timeout_s + WATCHDOG_GRACE_S)
+                return True
+            except KafkaException as e:
+                err = e.args[0]
+                if err.fatal() or err.txn_requires_abort() or not err.retriable():
+                    raise
+                if time.monotonic() > deadline:
+                    if call == "commit_transaction":
+                        return False
+                    raise
+                self.stats.commit_retries += 1
+                log.warning("%s failed retriably (%s); calling it again", call, err.str())
+                time.sleep(0.1)
 
-    def abort(self) -> None:
-        """Abort the open transaction, or fence it with a new producer if that fails."""
+    def abort(self) -> bool:
+        """Abort the open transaction; False if it took a new producer to end it (the old
+        transaction's outcome is then not ours to know: the caller must re-synchronise)."""
         producer = self.producer
         assert producer is not None
         try:
-            watched("abort_transaction", lambda: producer.abort_transaction(TXN_TIMEOUT_S))
+            watched("abort_transaction", lambda: producer.abort_transaction(self.timeout_s),
+                    self.timeout_s + WATCHDOG_GRACE_S)
+            return True
         except Stuck as stuck:
             self.replace(stuck.call)
         except KafkaException as abort_error:
-            if abort_error.args[0].fatal():
+            if abort_error.args[0].fatal() and is_fenced(abort_error):
                 raise InfrastructureError(
                     f"cannot abort transaction: {abort_error}"
                 ) from abort_error
-            # No coordinator (brokers down): a new producer aborts it when it gets one.
+            # No coordinator (brokers down), or the producer is dead: a new one ends it.
             self.replace(f"abort_transaction ({abort_error.args[0].str()})")
+        return False
 
     def replace(self, failed: str) -> None:
-        """Fence a producer that cannot finish its transaction with a new one."""
+        """Fence a producer that cannot finish its transaction with a new one.
+
+        The new producer's init_transactions completes a transaction whose commit was
+        already prepared and aborts any other: the caller re-synchronises from the
+        group's stable committed offsets and the changelogs, never re-deciding blindly.
+        """
         self._budget.spend(failed)
         log.error(
             "%s failed or did not return within %.0fs; fencing the producer with a new one "
-            "and retrying the batch",
+            "and re-synchronising from the committed offsets",
             failed,
-            TXN_TIMEOUT_S + WATCHDOG_GRACE_S,
+            self.timeout_s + WATCHDOG_GRACE_S,
         )
         self._abandoned.append(self.producer)  # a thread may still be inside it: never free it
         self.stats.producer_restarts += 1
-        self.producer = self._init(self.txn_ids[self.turn], wait_s=300.0)
+        self.producers[self.turn] = self._init(self.txn_ids[self.turn], wait_s=300.0)

@@ -17,6 +17,7 @@ from ledger.journal import latest_by_key, read_journal
 from ledger.processor import CommandProcessor
 from ledger.processor.kafka_io import pending_commands
 from ledger.settings import Settings
+from ledger.wiring import build_processor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,12 +37,12 @@ def start_processor(
     settings: Settings, instance_id: str = "p0", expect_partitions: int | None = None
 ) -> ThreadedProcessor:
     """A processor in a thread of the test process, returned once it owns partitions."""
-    processor = CommandProcessor(settings, Codec(), instance_id, max_batch=500)
+    processor = build_processor(settings, instance_id, max_batch=500)
     thread = threading.Thread(target=processor.run, daemon=True)
     thread.start()
     want = settings.partitions if expect_partitions is None else expect_partitions
     deadline = time.monotonic() + 60
-    while len(processor.committed) < want:
+    while len(processor.group.owned) < want:
         assert thread.is_alive(), "processor died during start"
         assert time.monotonic() < deadline, "processor got no partitions in 60s"
         time.sleep(0.05)

@@ -588,10 +588,10 @@ def test_a_record_whose_handling_fails_is_dead_lettered_alone(settings: Settings
     handler = processor.handler
     decide = handler._decide
 
-    def failing(wire: Any, command: Any) -> None:
+    def failing(wire: Any, command: Any, *rest: Any) -> None:
         if command.command_id == "boom":
             raise RuntimeError("injected failure")
-        decide(wire, command)
+        decide(wire, command, *rest)
 
     handler._decide = failing  # type: ignore[method-assign]
     observer = Observer(settings)

@@ -15,12 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.client import LedgerClient
-from ledger.codec import Codec
 from ledger.domain import Actor, Earn, OpenAccount, Spend
 from ledger.kafka import make_producer, partition_for
 from ledger.metrics import serve_processor_metrics
-from ledger.processor import CommandProcessor
 from ledger.settings import Settings
+from ledger.wiring import build_processor
 from tests.integration.ledger_helpers import cli_args
 from tests.integration.stacks import spawn, stop, wait_for_line
 
@@ -133,7 +132,7 @@ def test_health_before_start_and_lag_while_a_batch_is_held(settings: Settings) -
         producer.produce(settings.topic("commands"), key=key, value=b"garbage %d" % n)
     producer.flush(10)
 
-    processor = CommandProcessor(settings, Codec(), "lagging", max_batch=1)
+    processor = build_processor(settings, "lagging", max_batch=1)
     server = serve_processor_metrics(processor, 0)
     code, body = get(server.port, "/healthz")
     assert code == 503 and json.loads(body)["ok"] is False

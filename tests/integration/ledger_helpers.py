@@ -16,6 +16,7 @@ from ledger.domain import JournalEntry
 from ledger.journal import latest_by_key, read_journal
 from ledger.processor import CommandProcessor
 from ledger.processor.kafka_io import pending_commands
+from ledger.processor.service import ProcessorClients, ProcessorTuning
 from ledger.settings import Settings
 from ledger.wiring import build_processor
 
@@ -34,10 +35,18 @@ class ThreadedProcessor:
 
 
 def start_processor(
-    settings: Settings, instance_id: str = "p0", expect_partitions: int | None = None
+    settings: Settings,
+    instance_id: str = "p0",
+    expect_partitions: int | None = None,
+    clients: ProcessorClients | None = None,
+    tuning: ProcessorTuning | None = None,
 ) -> ThreadedProcessor:
-    """A processor in a thread of the test process, returned once it owns partitions."""
-    processor = build_processor(settings, instance_id, max_batch=500)
+    """A processor in a thread of the test process, returned once it owns partitions.
+
+    `clients` and `tuning` go to the wiring: the seam where a test injects client faults.
+    """
+    processor = build_processor(settings, instance_id, max_batch=500, clients=clients,
+                                tuning=tuning)
     thread = threading.Thread(target=processor.run, daemon=True)
     thread.start()
     want = settings.partitions if expect_partitions is None else expect_partitions

@@ -1,11 +1,15 @@
-"""The processor outlives client-library failures seen when brokers die (injected here).
+"""The processor outlives client-library failures, injected through the wiring's client seam.
 
 - A consumer that fails fatally (after a coordinator failover the broker may declare the
   only static member "fenced") is replaced and the group rejoined.
-- A transactional call that never returns (librdkafka#5456: send_offsets_to_transaction
-  ignores its timeout when the group coordinator is gone) is abandoned: a new producer with
-  the same transactional.id fences the stuck one and the batch is retried.
-In both cases every command is decided exactly once.
+- A transactional call that never returns (librdkafka#5456) is abandoned: a new producer
+  with the same transactional.id settles the transaction, and the processor
+  re-synchronises from the committed offsets.
+- A commit that succeeds on the broker and then reports a retriable error (the outcome
+  is unknown to the caller) is called again, as librdkafka's book says; if it keeps
+  failing the producer is replaced and the processor re-synchronises. Never a second
+  decision of a committed batch.
+In every case each command is decided exactly once.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-import ledger.processor.txn as txn_module
 from ledger.client import LedgerClient
 from ledger.domain import Actor, Earn, OpenAccount
+from ledger.kafka import make_consumer, make_producer
+from ledger.processor.service import ProcessorClients, ProcessorTuning
 from ledger.settings import Settings
 from tests.integration.ledger_helpers import (
     journal,
@@ -31,6 +36,67 @@ from tests.integration.ledger_helpers import (
 pytestmark = pytest.mark.integration
 
 
+class Faults:
+    """What the next Kafka calls of the processor's clients do wrong (set by the test)."""
+
+    def __init__(self) -> None:
+        self.fatal_consume = threading.Event()
+        self.hang_send_offsets = threading.Event()
+        self.release = threading.Event()
+        self.unknown_commits = 0  # commits that succeed, then raise a retriable error
+        self.stuck_retries = False  # ... and keep raising it on every call again
+        self.injected = 0
+
+    def clients(self) -> ProcessorClients:
+        return ProcessorClients(
+            producer=lambda *a, **k: FaultyProducer(make_producer(*a, **k), self),
+            consumer=lambda *a, **k: FaultyConsumer(make_consumer(*a, **k), self),
+        )
+
+
+class FaultyProducer:
+    def __init__(self, real: Producer, faults: Faults) -> None:
+        self._real, self._faults, self._committed_unseen = real, faults, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        if self._faults.hang_send_offsets.is_set():
+            self._faults.hang_send_offsets.clear()
+            self._faults.injected += 1
+            self._faults.release.wait(120)
+        self._real.send_offsets_to_transaction(*args)
+
+    def commit_transaction(self, *args: Any) -> None:
+        if self._committed_unseen:  # the caller asks again about a commit that happened
+            if self._faults.stuck_retries:
+                raise _retriable()
+            self._committed_unseen = False
+            return
+        self._real.commit_transaction(*args)
+        if self._faults.unknown_commits > 0:
+            self._faults.unknown_commits -= 1
+            self._faults.injected += 1
+            self._committed_unseen = True
+            raise _retriable()
+
+
+class FaultyConsumer:
+    def __init__(self, real: Consumer, faults: Faults) -> None:
+        self._real, self._faults = real, faults
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def poll(self, *args: Any, **kwargs: Any) -> Any:
+        if self._faults.fatal_consume.is_set():
+            self._faults.fatal_consume.clear()
+            self._faults.injected += 1
+            return _FatalMessage()
+        return self._real.poll(*args, **kwargs)
+
+
 class _FatalMessage:
     """What consume() returns once librdkafka declares the consumer dead."""
 
@@ -38,11 +104,16 @@ class _FatalMessage:
         return KafkaError(KafkaError._FATAL, "Static consumer fenced (injected)")
 
 
+def _retriable() -> KafkaException:
+    return KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected: commit outcome unknown",
+                                     retriable=True))
+
+
 def _earn_all(client: LedgerClient, ids: list[str]) -> dict[str, Any]:
     futures = {cid: client.submit(Earn(command_id=cid, actor=Actor.USER, reason="",
                                        account="user:rec", amount=1), wait=True) for cid in ids}
     client.flush()
-    return {cid: f.result(60) for cid, f in futures.items() if f is not None}
+    return {cid: f.result(90) for cid, f in futures.items() if f is not None}
 
 
 def _exactly_once(settings: Settings, ids: list[str]) -> None:
@@ -52,84 +123,67 @@ def _exactly_once(settings: Settings, ids: list[str]) -> None:
     assert snapshot_balances(settings) == party_fold(entries) == {"user:rec": len(ids)}
 
 
-def test_a_fatally_failed_consumer_is_replaced(settings: Settings) -> None:
-    threaded = start_processor(settings, "rejoin")
-    processor = threaded.processor
+def _run(settings: Settings, name: str, faults: Faults, inject: Any,
+         tuning: ProcessorTuning | None = None) -> Any:
+    threaded = start_processor(settings, name, clients=faults.clients(), tuning=tuning)
     client = LedgerClient(settings)
     try:
         assert client.send(OpenAccount(command_id="o", actor=Actor.SYSTEM, reason="",
                                        account="user:rec")).accepted
         first = _earn_all(client, [f"a{n}" for n in range(20)])
-        assert all(o.accepted for o in first.values())
-        consumer = processor.consumer
-        assert consumer is not None
-        injected = threading.Event()
-
-        class Failing:  # the consumer, whose next poll reports a fatal error
-            def __getattr__(self, name: str) -> Any:
-                return getattr(consumer, name)
-
-            def poll(self, *args: Any, **kwargs: Any) -> Any:
-                if not injected.is_set():
-                    injected.set()
-                    return _FatalMessage()
-                return consumer.poll(*args, **kwargs)
-
-            def consume(self, *args: Any, **kwargs: Any) -> list[Any]:
-                if not injected.is_set():
-                    injected.set()
-                    return [_FatalMessage()]
-                return consumer.consume(*args, **kwargs)
-
-        processor.consumer = Failing()  # type: ignore[assignment]
-        assert injected.wait(10)
-        deadline = time.monotonic() + 60
-        while processor.stats.rejoins < 1 or len(processor.committed) < settings.partitions:
-            assert time.monotonic() < deadline, "no rejoin"
-            time.sleep(0.05)
-        assert processor.consumer is not consumer
-        second = _earn_all(client, [f"b{n}" for n in range(20)])
-        assert all(o.accepted for o in second.values())
+        inject()
+        second = _earn_all(client, [f"b{n}" for n in range(30)])
+        assert all(o.accepted for o in [*first.values(), *second.values()])
+        assert faults.injected >= 1, "the fault was never injected"
         assert threaded.thread.is_alive()
+        return threaded.processor
     finally:
+        faults.release.set()
         client.close()
         threaded.stop()
-    _exactly_once(settings, [*first, *second])
+        _exactly_once(settings, [*first, *second])
 
 
-def test_a_stuck_transactional_call_is_fenced_and_the_batch_retried(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+def test_a_fatally_failed_consumer_is_replaced(settings: Settings) -> None:
+    faults = Faults()
+    processor = _run(settings, "rejoin", faults, faults.fatal_consume.set)
+    assert processor.stats.rejoins == 1
+
+
+def test_a_stuck_transactional_call_is_fenced_and_the_partitions_resynced(
+    settings: Settings,
 ) -> None:
-    monkeypatch.setattr(txn_module, "TXN_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(txn_module, "WATCHDOG_GRACE_S", 1.0)
-    threaded = start_processor(settings, "stuck")
-    processor = threaded.processor
-    client = LedgerClient(settings)
-    release = threading.Event()
-    try:
-        assert client.send(OpenAccount(command_id="o", actor=Actor.SYSTEM, reason="",
-                                       account="user:rec")).accepted
-        txn = processor.txn  # idle now: the next batch takes the other producer's turn
-        turn = txn.turn ^ 1
-        stuck_producer = txn.producers[turn]
-        assert stuck_producer is not None
+    faults = Faults()
+    tuning = ProcessorTuning(max_batch=500, txn_timeout_s=1.0)
+    processor = _run(settings, "stuck", faults, faults.hang_send_offsets.set, tuning)
+    assert processor.stats.producer_restarts == 1 and processor.stats.resyncs >= 1
 
-        class Hanging:  # send_offsets_to_transaction never returns (until the test ends)
-            def __getattr__(self, name: str) -> Any:
-                return getattr(stuck_producer, name)
 
-            def send_offsets_to_transaction(self, *args: Any, **kwargs: Any) -> None:
-                release.wait(120)
-                stuck_producer.send_offsets_to_transaction(*args, **kwargs)
+def test_a_commit_that_succeeded_then_failed_retriably_is_not_decided_again(
+    settings: Settings,
+) -> None:
+    """The unknown commit outcome: librdkafka says call commit_transaction again."""
+    faults = Faults()
 
-        txn.producers[turn] = Hanging()  # type: ignore[assignment]
-        outcomes = _earn_all(client, [f"s{n}" for n in range(30)])
-        assert all(o.accepted for o in outcomes.values())
-        assert processor.stats.producer_restarts == 1
-        assert txn.producers[turn] is not stuck_producer
-        assert threaded.thread.is_alive()
-    finally:
-        release.set()  # the abandoned call now fails: its producer was fenced
-        client.close()
-        threaded.stop()
-    _exactly_once(settings, list(outcomes))
+    def inject() -> None:
+        faults.unknown_commits = 3
+
+    processor = _run(settings, "unknown", faults, inject)
+    assert processor.stats.commit_retries >= 1
+    assert processor.stats.producer_restarts == 0
+
+
+def test_a_commit_whose_outcome_stays_unknown_resyncs_from_the_log(settings: Settings) -> None:
+    """Retries never answer: the producer is replaced (its successor settles the
+    transaction) and state and positions come from the committed offsets and changelogs."""
+    faults = Faults()
+
+    def inject() -> None:
+        faults.stuck_retries = True
+        faults.unknown_commits = 1
+
+    tuning = ProcessorTuning(max_batch=500, txn_timeout_s=1.0)
+    started = time.monotonic()
+    processor = _run(settings, "unknown-stuck", faults, inject, tuning)
+    assert processor.stats.producer_restarts >= 1 and processor.stats.resyncs >= 1
+    assert time.monotonic() - started < 120

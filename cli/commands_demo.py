@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 
 from cli.context import settings_of
-from ledger.demo import DemoResult, DemoSize, StudyRoomApp
+from ledger.demo import DemoResult, DemoSize, StudyRoomApp, processor_credit_key
 from ledger.errors import InfrastructureError, LedgerError, RejectedError
 from ledger.kafka import check_reachable
-from ledger.settings import DEFAULT_BOOTSTRAP, Settings
+from ledger.settings import DEFAULT_BOOTSTRAP, ENV_CREDIT_KEY, Settings
 from ledger.topics import create_topics
 from ledger.wiring import build_client
 
@@ -75,7 +75,8 @@ def demo(
     create_topics(settings)
     size = DemoSize(users, rooms, sessions, joins, max(1, joins // 5), reversals, seed)
     services = [
-        _spawn(settings, work, "serve", ["serve", "--instance-id", "demo"]),
+        _spawn(settings, work, "serve", ["serve", "--instance-id", "demo"],
+               {ENV_CREDIT_KEY: processor_credit_key(settings, work)}),
         _spawn(settings, work, "project", ["project"]),
     ]
     try:
@@ -125,13 +126,16 @@ def _global_args(settings: Settings) -> list[str]:
     return [*args, "--kafka-config", config] if config else args
 
 
-def _spawn(settings: Settings, work: Path, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+def _spawn(settings: Settings, work: Path, name: str, args: list[str],
+           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A service in the background; `env` (a secret, say) goes in its environment, not argv."""
     log = (work / f"{name}.log").open("ab")
     _step(f"starting `ledger {' '.join(args)}` (log: {work / (name + '.log')})")
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", *_global_args(settings), "-v", *args],
         stdout=log,
         stderr=log,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -195,8 +195,13 @@ def reverse(ctx: click.Context, event_id: str, args: WriteArgs) -> None:
 def serve(
     ctx: click.Context, instance_id: str | None, max_batch: int, metrics_port: int | None
 ) -> None:
-    """Run the command processor until SIGTERM or Ctrl-C."""
-    processor = build_processor(
+    """Run the command processor until SIGTERM or Ctrl-C.
+
+    Needs LEDGER_CREDIT_KEY, the secret every processor signs routed join credits with
+    (LEDGER_CREDIT_KEYS: other keys still accepted during a rotation); on the local dev
+    stack the key `ledger dev up` made is used. Without one it refuses to start (exit 2).
+    """
+    processor = build_processor(  # refuses here, before any connection, without a key
         settings_of(ctx),
         instance_id or socket.gethostname(),
         max_batch=max_batch,

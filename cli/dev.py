@@ -31,7 +31,8 @@ def dev() -> None:
 @dev.command(
     help="Start the local stack, or whatever part of it is not running (idempotent). "
     "Fetches the Kafka jars with Maven on first use, then starts KRaft brokers on 127.0.0.1 "
-    "and prints the connection strings."
+    "and prints the connection strings. Makes a random credit key once (credit.key in the "
+    "dev home, mode 600) that `ledger serve` uses on this stack when LEDGER_CREDIT_KEY is unset."
 )
 @click.option(
     "--brokers",

@@ -14,12 +14,15 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ledger.client import LedgerClient
+from ledger.credits import ensure_key_file
 from ledger.domain import Actor, Command, Earn, Join, OpenAccount, Reverse, Spend
 from ledger.journal import find_events
 from ledger.records import Outcome, ReverseRef
 from ledger.settings import Settings
+from ledger.wiring import credit_key_of
 
 Progress = Callable[[str, int, int], None]
 
@@ -48,6 +51,13 @@ class DemoResult:
             status = "accepted" if outcome.accepted else f"rejected:{outcome.reason}"
             out.setdefault(self.kinds[cid], Counter())[status] += 1
         return out
+
+
+def processor_credit_key(settings: Settings, work: Path) -> str:
+    """The key the demo's processor signs routed credits with: LEDGER_CREDIT_KEY or the dev
+    stack's, else the demo's own, made once in its work directory (mode 600) so credits a
+    stopped demo left in flight still verify the next time."""
+    return credit_key_of(settings) or ensure_key_file(work / "credit.key")
 
 
 class StudyRoomApp:

@@ -3,8 +3,10 @@
 Everything lives under one home directory (``ledger.settings.default_home()``):
 ``kafka-4.1.1/lib`` (jar cache), ``kafka-<n>broker/node-<id>`` (config, data, logs, pid
 file), ``kafka-<n>broker/auth`` and ``client-sasl*.properties`` (auth mode's passwords,
-certificates and client settings), ``postgres/`` (pid file, log, state) and ``stack.json``
-(what ``up`` started). Only processes recorded in those pid files are ever stopped.
+certificates and client settings), ``postgres/`` (pid file, log, state), ``stack.json``
+(what ``up`` started) and ``credit.key`` (mode 600: the key ``ledger serve`` signs routed
+credits with on this stack when LEDGER_CREDIT_KEY is unset). Only processes recorded in
+those pid files are ever stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ledger import credits
 from ledger import devstack_kafka as kafka
 from ledger import devstack_postgres as pg
 from ledger import devstack_proc as proc
@@ -45,6 +48,7 @@ class StackInfo:
     client_config: Path | None = None  # auth mode: --kafka-config for `bootstrap`
     tls_bootstrap: str | None = None  # auth mode: the SASL_SSL listeners
     tls_config: Path | None = None  # auth mode: --kafka-config for `tls_bootstrap`
+    credit_key: Path | None = None  # the file `ledger serve` takes its credit key from
     processes: list[ProcessInfo] = field(default_factory=list)
 
     @property
@@ -65,6 +69,9 @@ class StackInfo:
         if self.tls_bootstrap and self.tls_config and kafka_up:
             lines.append(f"kafka TLS bootstrap: {self.tls_bootstrap}  "
                          f"(SASL_SSL + SCRAM-SHA-256: --kafka-config {self.tls_config})")
+        if self.credit_key and kafka_up:
+            lines.append(f"credit key: {self.credit_key}  (used by `ledger serve` on this stack "
+                         "when LEDGER_CREDIT_KEY is unset)")
         if self.postgres_url:
             lines.append(f"postgres: {self.postgres_url}")
         for p in self.processes:
@@ -98,6 +105,36 @@ def _save_stack(home: Path, stack: _Stack) -> None:
     _stack_file(home).write_text(json.dumps(doc) + "\n")
 
 
+def credit_key_file(home: Path) -> Path:
+    return home / "credit.key"
+
+
+def credit_key_for(home: Path, bootstrap: str) -> str | None:
+    """The dev stack's credit key if `bootstrap` names only this home's stack, else None."""
+    stack = _load_stack(home)
+    if stack is None or not _is_stack_bootstrap(bootstrap, stack.spec):
+        return None
+    # None for a stack started before keys were made: `up` again makes one.
+    return credits.read_key_file(credit_key_file(home))
+
+
+def _is_stack_bootstrap(bootstrap: str, spec: kafka.ClusterSpec) -> bool:
+    ours = _servers(f"{spec.bootstrap},{spec.tls_bootstrap}")
+    given = _servers(bootstrap)
+    return bool(given) and given <= ours
+
+
+def _servers(bootstrap: str) -> set[str]:
+    """host:port of each server, with localhost as 127.0.0.1 (where the stack listens)."""
+    found = set()
+    for entry in bootstrap.split(","):
+        server = entry.strip().lower().rpartition("://")[2]
+        host, _, port = server.rpartition(":")
+        if host and port:
+            found.add(f"{'127.0.0.1' if host == 'localhost' else host}:{port}")
+    return found
+
+
 def _live_nodes(home: Path, brokers: int) -> list[int]:
     return [n for n in range(1, brokers + 1) if kafka.live_broker(home, brokers, n)]
 
@@ -126,6 +163,7 @@ def up(
     current = _load_stack(home)
     jars = jars_dir or (current.jars_dir if current else kafka.default_jars_dir(home))
     home.mkdir(parents=True, exist_ok=True)
+    credits.ensure_key_file(credit_key_file(home))
     kafka.ensure_jars(jars)
     _start_nodes(home, spec, jars, missing)
     _save_stack(home, _Stack(spec, jars))
@@ -216,6 +254,9 @@ def _remove_pid_files(home: Path) -> None:
 
 def _wipe(home: Path) -> list[str]:
     wiped = [str(kafka.cluster_dir(home, s)) for s in SIZES if kafka.cluster_dir(home, s).exists()]
+    if credit_key_file(home).exists():  # what it signed is wiped with the data
+        wiped.append(str(credit_key_file(home)))
+        credit_key_file(home).unlink()
     for s in SIZES:
         shutil.rmtree(kafka.cluster_dir(home, s), ignore_errors=True)
     if pg.pg_dir(home).exists():
@@ -257,7 +298,9 @@ def _kafka_status(home: Path, spec: kafka.ClusterSpec) -> StackInfo:
                     kafka.node_dir(home, spec.brokers, n) / "server.log")
         for n in spec.node_ids
     ]
-    info = StackInfo(brokers=spec.brokers, bootstrap=spec.bootstrap, processes=procs)
+    key_file = credit_key_file(home)
+    info = StackInfo(brokers=spec.brokers, bootstrap=spec.bootstrap, processes=procs,
+                     credit_key=key_file if key_file.is_file() else None)
     files = kafka.auth_files(home, spec.brokers)
     if not (spec.auth and files.client_config.is_file() and files.tls_client_config.is_file()):
         return info

@@ -37,6 +37,12 @@ class ProcessorCollector(Collector):
             value=stats.dead_letters,
         )
         yield CounterMetricFamily(
+            "ledger_credits_refused",
+            "Routed credits refused for their signature (unsigned, tampered, or signed with a "
+            "key not held): dead-lettered, never applied.",
+            value=stats.credits_refused,
+        )
+        yield CounterMetricFamily(
             "ledger_transactions_aborted", "Aborted transactions.", value=stats.aborts
         )
         yield CounterMetricFamily("ledger_batches", "Committed transactions.", value=stats.batches)

@@ -20,6 +20,7 @@ ENV_MAX_AMOUNT = "LEDGER_MAX_AMOUNT"
 ENV_HOME = "LEDGER_HOME"
 ENV_LOG_FORMAT = "LEDGER_LOG_FORMAT"
 ENV_CREDIT_KEY = "LEDGER_CREDIT_KEY"  # secret shared by processors: signs routed credits
+ENV_CREDIT_KEYS = "LEDGER_CREDIT_KEYS"  # other keys still accepted, comma-separated; never sign
 ENV_DEDUP_WINDOW = "LEDGER_DEDUP_WINDOW"  # how long command ids are remembered: 7d, 12h, 90s
 ENV_STATE_DIR = "LEDGER_STATE_DIR"  # the processor's on-disk state (default <home>/state)
 ENV_TEST_BOOTSTRAP = "LEDGER_TEST_BOOTSTRAP"
@@ -55,6 +56,8 @@ class Settings:
     dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S
     state_dir: Path | None = None  # None: <home>/state
     credit_key: str = field(default="", repr=False)  # a secret: never in repr or logs
+    # Keys a credit may also be signed with during a rotation (secrets too); never sign.
+    accepted_credit_keys: tuple[str, ...] = field(default=(), repr=False)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
@@ -77,7 +80,7 @@ class Settings:
             f"{f.name}="
             f"{self.redacted_kafka_extra() if f.name == 'kafka_extra' else getattr(self, f.name)!r}"
             for f in fields(self)
-            if f.repr  # credit_key and any other secret field are left out
+            if f.repr  # the credit keys and any other secret field are left out
         )
         return f"Settings({', '.join(shown)})"
 
@@ -130,6 +133,11 @@ def parse_duration(text: str, name: str = "duration") -> float:
     return seconds
 
 
+def _key_list(raw: str | None) -> tuple[str, ...]:
+    """A comma-separated list of keys, blanks dropped (so a trailing comma is harmless)."""
+    return tuple(k.strip() for k in (raw or "").split(",") if k.strip())
+
+
 def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment; explicit overrides (CLI options) win."""
     env = os.environ if env is None else env
@@ -148,6 +156,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         if env.get(ENV_DEDUP_WINDOW)
         else DEFAULT_DEDUP_WINDOW_S,
         state_dir=Path(env[ENV_STATE_DIR]) if env.get(ENV_STATE_DIR) else None,
-        credit_key=env.get(ENV_CREDIT_KEY, ""),
+        credit_key=env.get(ENV_CREDIT_KEY, "").strip(),
+        accepted_credit_keys=_key_list(env.get(ENV_CREDIT_KEYS)),
     )
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 from ledger.client import LedgerClient
 from ledger.codec import Codec
 from ledger.credits import CreditSigner
+from ledger.errors import UsageError
 from ledger.processor import CommandProcessor
 from ledger.processor.service import ProcessorClients, ProcessorTuning
-from ledger.settings import Settings
+from ledger.settings import ENV_CREDIT_KEY, Settings
+
+log = logging.getLogger("ledger.processor")
+
+NO_CREDIT_KEY = (
+    f"{ENV_CREDIT_KEY} is not set: `ledger serve` signs the join credits it routes over the "
+    "commands topic (which any client can write) with it; set the same secret on every "
+    "processor, e.g. from `openssl rand -base64 32` (only `ledger dev up` and `ledger demo` "
+    "make one themselves)"
+)
 
 
 @lru_cache(maxsize=1)
@@ -33,12 +44,30 @@ def build_processor(
     """The command processor. `clients` is the documented seam for Kafka client faults:
     tests pass factories whose producers or consumers misbehave on cue."""
     tuning = tuning or ProcessorTuning(max_batch=max_batch)
+    signer = credit_signer(settings)
+    log.info("routed credits: %s", signer.describe())
     processor = CommandProcessor(
-        settings, codec(), instance_id, CreditSigner(settings.credit_key), tuning,
-        clients or ProcessorClients(),
+        settings, codec(), instance_id, signer, tuning, clients or ProcessorClients(),
     )
     if metrics_port is not None:
         from ledger.metrics import serve_processor_metrics
 
         serve_processor_metrics(processor, metrics_port)
     return processor
+
+
+def credit_key_of(settings: Settings) -> str | None:
+    """LEDGER_CREDIT_KEY, else the dev stack's own key when `settings` point at that stack."""
+    if settings.credit_key:
+        return settings.credit_key
+    from ledger import devstack  # only here: it loads the dev stack's tooling
+
+    return devstack.credit_key_for(settings.home, settings.bootstrap)
+
+
+def credit_signer(settings: Settings) -> CreditSigner:
+    """The one place a processor without a credit key is refused (exit 2, one line)."""
+    key = credit_key_of(settings)
+    if not key:
+        raise UsageError(NO_CREDIT_KEY)
+    return CreditSigner(key, settings.accepted_credit_keys)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ledger.settings import (
+    ENV_CREDIT_KEY,
     ENV_TEST_BOOTSTRAP,
     ENV_TEST_KAFKA_PORT,
     ENV_TEST_PG_PORT,
@@ -25,6 +26,7 @@ from ledger.settings import (
     default_home,
 )
 from ledger.topics import create_topics
+from tests.integration.ledger_helpers import TEST_CREDIT_KEY
 
 TEST_KAFKA_PORT = int(os.environ.get(ENV_TEST_KAFKA_PORT, "18092"))
 TEST_PG_PORT = int(os.environ.get(ENV_TEST_PG_PORT, "26432"))
@@ -65,6 +67,13 @@ def postgres_url(stack: tuple[str, str]) -> str:
     return stack[1]
 
 
+@pytest.fixture(autouse=True)
+def credit_key_for_spawned_processors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `ledger serve` a test starts as a process refuses to run without a credit key:
+    it inherits the one the in-process processors use (make_settings, start_processor)."""
+    monkeypatch.setenv(ENV_CREDIT_KEY, TEST_CREDIT_KEY)
+
+
 @pytest.fixture
 def make_settings(bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
     """Factory: settings on fresh, created topics under a unique prefix."""
@@ -77,6 +86,7 @@ def make_settings(bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
             partitions=partitions,
             store=f"duckdb:///{tmp_path / (prefix + '.duckdb')}",
             home=tmp_path,
+            credit_key=TEST_CREDIT_KEY,
         ).with_(**overrides)
         if create:
             create_topics(settings)

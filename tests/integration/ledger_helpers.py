@@ -17,10 +17,18 @@ from ledger.journal import latest_by_key, read_journal
 from ledger.processor import CommandProcessor
 from ledger.processor.kafka_io import pending_commands
 from ledger.processor.service import ProcessorClients, ProcessorTuning
-from ledger.settings import Settings
+from ledger.settings import ENV_CREDIT_KEY, Settings
 from ledger.wiring import build_processor
 
 REPO = Path(__file__).resolve().parents[2]
+# The processors' shared secret in tests: make_settings carries it, and every `ledger serve`
+# a test spawns gets it in its environment, so in-process and spawned processors agree.
+TEST_CREDIT_KEY = "integration-tests-credit-key"
+
+
+def with_test_key(settings: Settings) -> Settings:
+    """`settings` with the tests' credit key unless they name one (built by hand, say)."""
+    return settings if settings.credit_key else settings.with_(credit_key=TEST_CREDIT_KEY)
 
 
 @dataclass
@@ -45,8 +53,8 @@ def start_processor(
 
     `clients` and `tuning` go to the wiring: the seam where a test injects client faults.
     """
-    processor = build_processor(settings, instance_id, max_batch=500, clients=clients,
-                                tuning=tuning)
+    processor = build_processor(with_test_key(settings), instance_id, max_batch=500,
+                                clients=clients, tuning=tuning)
     thread = threading.Thread(target=processor.run, daemon=True)
     thread.start()
     want = settings.partitions if expect_partitions is None else expect_partitions
@@ -88,7 +96,8 @@ def spawn_processor(settings: Settings, instance_id: str, log: Path) -> subproce
             stdout=out,
             stderr=out,
             cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1",
+                 ENV_CREDIT_KEY: with_test_key(settings).credit_key},
         )
 
 

@@ -298,6 +298,25 @@ def test_dev_status_shows_where_the_settings_are_not_what_they_hold(auth: AuthSt
     assert auth.password not in shown.out + shown.err
 
 
+def test_serve_without_a_credit_key_refuses_to_start_in_one_line(
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside the dev stack (a reachable broker, a home with no stack) there is no key to
+    fall back on: exit 2 before connecting, one line saying what to set and why. Keys that
+    are only accepted (LEDGER_CREDIT_KEYS) never sign, so they do not count."""
+    monkeypatch.delenv("LEDGER_CREDIT_KEY", raising=False)
+    argv = [*ledger_argv(bootstrap, f"sec{uuid.uuid4().hex[:8]}"), "serve", "--instance-id", "k"]
+    for env in ({}, {"LEDGER_CREDIT_KEYS": "hunter2-old"}):
+        r = run(argv, timeout=60, env={"LEDGER_HOME": str(tmp_path), **env})
+        assert r.code == 2, (r.code, r.err[-2000:])
+        assert r.seconds < REFUSED_S, r.seconds
+        line = _one_error_line(r)
+        assert r.err.strip() == line and r.out == "" and "Traceback" not in r.err
+        assert line.startswith("error: LEDGER_CREDIT_KEY is not set: "), line
+        assert "sign" in line and "every processor" in line, line  # why, and what to set
+        assert "hunter2" not in r.err
+
+
 def test_settings_never_show_secrets() -> None:
     extra = {
         "security.protocol": "SASL_SSL",

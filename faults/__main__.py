@@ -1,4 +1,5 @@
-"""python -m faults: a seeded crash schedule over a command workload (see faults/runner.py)."""
+"""python -m faults: a seeded crash schedule over a command workload (see faults/runner.py),
+or one of the history scenarios: `python -m faults zombie|storm|coordinator --help`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ from pathlib import Path
 
 from faults.runner import FaultConfig, run, write_report
 
+SCENARIOS = ("zombie", "storm", "coordinator")
+
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in SCENARIOS:
+        scenario(sys.argv[1], sys.argv[2:])
+        return
     p = argparse.ArgumentParser(prog="python -m faults", description=__doc__)
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers.")
     p.add_argument(
@@ -45,6 +51,51 @@ def main() -> None:
         f"{report.duplicated}, problems {report.problems or 'none'}, {report.seconds:.0f}s"
     )
     sys.exit(0 if report.ok else 1)
+
+
+def scenario(name: str, argv: list[str]) -> None:
+    """One history scenario at its full size unless told otherwise; report.json in --workdir;
+    exit 0 when the history checks out, 1 when it does not."""
+    from faults.harness import ScenarioReport
+
+    p = argparse.ArgumentParser(prog=f"python -m faults {name}", description=_doc(name))
+    if name != "coordinator":
+        p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers.")
+    else:
+        p.add_argument("--kills", type=int, default=20, help="Coordinator kills.")
+        p.add_argument("--base-port", type=int, default=21092,
+                       help="First broker port tried for the private 3-broker cluster.")
+    p.add_argument("--seed", type=int, default=1, help="Seed of the workload and schedule.")
+    p.add_argument("--commands", type=int, default=None, help="Commands to send (at most).")
+    p.add_argument("--workdir", type=Path, default=Path(f"faults-out/{name}"),
+                   help="Instance logs, state and report.json go here.")
+    a = p.parse_args(argv)
+    extra = {"commands": a.commands} if a.commands else {}
+    report: ScenarioReport
+    if name == "zombie":
+        from faults.zombie import ZombieConfig, run_zombie
+
+        report = run_zombie(ZombieConfig(bootstrap=a.bootstrap, workdir=a.workdir, seed=a.seed,
+                                         **extra))
+    elif name == "storm":
+        from faults.storm import StormConfig, run_storm
+
+        report = run_storm(StormConfig(bootstrap=a.bootstrap, workdir=a.workdir, seed=a.seed,
+                                       **extra))
+    else:
+        from faults.coordinator import CoordinatorConfig, run_coordinator
+
+        report = run_coordinator(CoordinatorConfig(workdir=a.workdir, seed=a.seed,
+                                                   kills=a.kills, base_port=a.base_port,
+                                                   **extra))
+    report.write(a.workdir / "report.json")
+    print(report.summary())
+    sys.exit(0 if report.ok else 1)
+
+
+def _doc(name: str) -> str:
+    module = __import__(f"faults.{name}", fromlist=["__doc__"])
+    return (module.__doc__ or "").strip().splitlines()[0]
 
 
 if __name__ == "__main__":

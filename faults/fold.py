@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from fastavro import parse_schema, schemaless_reader
 
-SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "event.v1.avsc"
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA = SCHEMAS / "event.v1.avsc"
+BALANCE_SCHEMA = SCHEMAS / "balance.v1.avsc"
 
 
 @dataclass
@@ -29,7 +33,18 @@ class Fold:
 
 
 def fold_journal(bootstrap: str, topic: str, extra: dict[str, str] | None = None) -> Fold:
-    schema = parse_schema(json.loads(SCHEMA.read_text()), named_schemas={})
+    fold = Fold()
+    for _, _, _, event in read_records(bootstrap, topic, SCHEMA, extra):
+        _add(fold, event)
+    return fold
+
+
+def read_records(
+    bootstrap: str, topic: str, schema_file: Path, extra: dict[str, str] | None = None
+) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
+    """(partition, offset, key, record) of every committed record of a topic, from offset 0
+    to its end, each partition in log order; decoded with fastavro alone (no ledger code)."""
+    schema = parse_schema(json.loads(schema_file.read_text()), named_schemas={})
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -42,7 +57,7 @@ def fold_journal(bootstrap: str, topic: str, extra: dict[str, str] | None = None
     )
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    pending, fold = set(parts), Fold()
+    pending = set(parts)
     try:
         while pending:
             for msg in consumer.consume(5000, timeout=1.0):
@@ -51,10 +66,13 @@ def fold_journal(bootstrap: str, topic: str, extra: dict[str, str] | None = None
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(msg.partition())
                     continue
-                _add(fold, schemaless_reader(BytesIO((msg.value() or b"")[10:]), schema, None))
+                # Single-object encoding: C3 01 and the 8-byte schema fingerprint, then Avro.
+                record = schemaless_reader(BytesIO((msg.value() or b"")[10:]), schema, None)
+                assert isinstance(record, dict)
+                yield (msg.partition() or 0, msg.offset() or 0,
+                       (msg.key() or b"").decode("utf-8", "replace"), record)
     finally:
         consumer.close()
-    return fold
 
 
 def _add(fold: Fold, event: object) -> None:

@@ -1,0 +1,610 @@
+"""A Jepsen-style history of client operations and a checker of it against the log.
+
+The client logs every command as *invoked*, then completes it once: *ok* (the outcome was
+accepted), *failed* (rejected, with its reason) or *unknown* (no outcome in time, or the
+send failed: it may or may not have been applied). The checker holds that history against
+what Kafka committed, read independently of the processor:
+
+- every ok command is in the journal exactly once (keyed by deciding account and command
+  id: command ids are scoped per deciding account, and a journal record's Kafka key is its
+  deciding account), with the postings its command asked for;
+- no failed command is in the journal; an unknown one at most once;
+- nothing is in the journal that no client invoked;
+- no balance snapshot on points.<prefix>.balances is below its floor (every record of
+  that compacted changelog, not only the latest per account);
+- the latest snapshot of every user and room account equals the fold of the journal (for
+  a room, this is every routed credit applied once: one lost or applied twice shows);
+- every rejection's reason is true as far as the history's real-time order can prove:
+  no `unknown_account` for an account whose open was accepted before the command was
+  invoked, no `insufficient_points` when the account surely held enough, no `misrouted`,
+  `account_closed`, `expired` or `conflict` at all for commands the client sent well formed.
+
+Recording is cheap (a lock, an append, a few attribute writes) and safe from any thread:
+outcomes complete in the client's watcher thread, delivery errors in the producer's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from faults import fold
+from ledger.domain import (
+    Command,
+    Earn,
+    Join,
+    OpenAccount,
+    Reverse,
+    Spend,
+    is_valid_account,
+)
+from ledger.records import Outcome
+from ledger.settings import Settings
+
+INVOKED, OK, FAILED, UNKNOWN = "invoked", "ok", "failed", "unknown"
+
+# Kinds the history knows; "reverse" carries the reversed event id in `other`.
+OPEN, EARN, SPEND, JOIN, REVERSE = "open", "earn", "spend", "join", "reverse"
+
+
+@dataclass(slots=True, eq=False)
+class Op:
+    """One client operation: a command sent, and what became of it."""
+
+    index: int
+    kind: str
+    command_id: str
+    account: str  # the deciding account (the record's key)
+    other: str | None  # the other account (a join's room), or a reversed event id
+    amount: int  # earn/spend amount, join fee, open grant
+    invoked_at: float
+    floor: int = 0  # an open's floor
+    status: str = INVOKED
+    completed_at: float | None = None
+    reason: str | None = None
+    detail: str = ""
+    late: str | None = None  # an outcome that came after the op was completed (diagnostics)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.account, self.command_id
+
+    @property
+    def done_at(self) -> float:
+        """When the op completed; an op never completed may still be in flight: forever."""
+        return self.completed_at if self.completed_at is not None else float("inf")
+
+    def describe(self) -> str:
+        other = f" {self.other}" if self.other else ""
+        return f"{self.kind} {self.account}{other} {self.amount}"
+
+
+class History:
+    """The log of operations, appended from any thread. Each op completes once; an outcome
+    arriving after that (an ok after the op timed out as unknown) is kept in `op.late`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.ops: list[Op] = []
+        self.by_key: dict[tuple[str, str], list[Op]] = {}
+        self.in_flight = 0  # ops invoked and not completed yet
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def __iter__(self) -> Iterator[Op]:
+        return iter(list(self.ops))
+
+    # --- invoking ----------------------------------------------------------------------
+
+    def invoke(self, command: Command, at: float | None = None) -> Op:
+        """Log a command about to be sent (call it before the send)."""
+        kind, other, amount, floor = describe_command(command)
+        return self.invoke_raw(kind, command.command_id, command.deciding_account, other,
+                               amount, floor=floor, at=at)
+
+    def invoke_raw(self, kind: str, command_id: str, account: str, other: str | None,
+                   amount: int, floor: int = 0, at: float | None = None) -> Op:
+        with self._lock:
+            op = Op(len(self.ops), kind, command_id, account, other, amount,
+                    self.clock() if at is None else at, floor)
+            self.ops.append(op)
+            self.by_key.setdefault(op.key, []).append(op)
+            self.in_flight += 1
+        return op
+
+    # --- completing --------------------------------------------------------------------
+
+    def ok(self, op: Op, at: float | None = None) -> bool:
+        return self._complete(op, OK, None, "", at)
+
+    def fail(self, op: Op, reason: str, detail: str = "", at: float | None = None) -> bool:
+        return self._complete(op, FAILED, reason, detail, at)
+
+    def unknown(self, op: Op, why: str = "", at: float | None = None) -> bool:
+        return self._complete(op, UNKNOWN, None, why, at)
+
+    def outcome(self, op: Op, outcome: Outcome, at: float | None = None) -> bool:
+        if outcome.accepted:
+            return self.ok(op, at)
+        return self.fail(op, outcome.reason or "", outcome.detail, at)
+
+    def track(self, op: Op, future: Future[Outcome]) -> None:
+        """Complete `op` when the client's future of its outcome completes."""
+
+        def done(f: Future[Outcome]) -> None:
+            error = f.exception()
+            if error is not None:
+                self.unknown(op, f"{type(error).__name__}: {error}")
+            else:
+                self.outcome(op, f.result())
+
+        future.add_done_callback(done)
+
+    def expire(self, why: str = "no outcome in time") -> int:
+        """Every op still in flight becomes unknown; how many did."""
+        return sum(self.unknown(op, why) for op in self.pending())
+
+    def _complete(self, op: Op, status: str, reason: str | None, detail: str,
+                  at: float | None) -> bool:
+        now = self.clock() if at is None else at
+        with self._lock:
+            if op.status != INVOKED:
+                if op.late is None and status != UNKNOWN:
+                    op.late = f"{status} {reason or ''}".strip()
+                return False
+            op.status, op.completed_at, op.reason, op.detail = status, now, reason, detail
+            self.in_flight -= 1
+            return True
+
+    # --- reading -----------------------------------------------------------------------
+
+    def pending(self) -> list[Op]:
+        with self._lock:
+            return [op for op in self.ops if op.status == INVOKED]
+
+    def counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter(op.status for op in self.ops)
+
+
+def describe_command(command: Command) -> tuple[str, str | None, int, int]:
+    """(kind, other account, amount, floor) of a client command."""
+    match command:
+        case OpenAccount():
+            return OPEN, None, command.grant, command.floor
+        case Earn():
+            return EARN, None, command.amount, 0
+        case Spend():
+            return SPEND, None, command.amount, 0
+        case Join():
+            return JOIN, command.room, command.fee, 0
+        case Reverse():
+            return REVERSE, command.event_id, 0, 0
+    raise ValueError(f"not a client command: {command!r}")
+
+
+# --- what the log holds ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEvent:
+    """One committed journal record, as the checker needs it."""
+
+    key: str  # the record's Kafka key: the deciding account
+    command_id: str
+    event_id: str
+    kind: str
+    postings: tuple[tuple[str, int], ...]
+    partition: int = -1
+    offset: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One committed record of the balances changelog."""
+
+    account: str
+    balance: int
+    floor: int
+    partition: int = -1
+    offset: int = -1
+
+
+def journal_event_of(key: str, event: dict[str, Any], partition: int = -1,
+                     offset: int = -1) -> JournalEvent:
+    """From a decoded event record (the Avro dict of schemas/event.v1.avsc)."""
+    return JournalEvent(key, event["command_id"], event["event_id"], str(event["kind"]),
+                        tuple((p["account"], int(p["amount"])) for p in event["postings"]),
+                        partition, offset)
+
+
+def snapshot_of(rec: dict[str, Any], partition: int = -1, offset: int = -1) -> Snapshot:
+    """From a decoded balance record (schemas/balance.v1.avsc)."""
+    return Snapshot(rec["account"], int(rec["balance"]), int(rec["floor"]), partition, offset)
+
+
+def read_journal_events(settings: Settings) -> list[JournalEvent]:
+    """Every committed journal record of the settings' topics (independent decoder)."""
+    return [journal_event_of(key, rec, partition, offset)
+            for partition, offset, key, rec in fold.read_records(
+                settings.bootstrap, settings.topic("events"), fold.SCHEMA,
+                dict(settings.kafka_extra))]
+
+
+def read_snapshots(settings: Settings) -> list[Snapshot]:
+    """Every committed record of the balances changelog, in log order per partition
+    (compaction may have dropped superseded ones; the latest per account is always kept)."""
+    return [snapshot_of(rec, partition, offset)
+            for partition, offset, _, rec in fold.read_records(
+                settings.bootstrap, settings.topic("balances"), fold.BALANCE_SCHEMA,
+                dict(settings.kafka_extra))]
+
+
+def check_log(history: History, settings: Settings,
+              options: CheckOptions | None = None) -> HistoryReport:
+    """check_history against what the settings' topics hold now."""
+    opts = options or CheckOptions(max_amount=settings.max_amount)
+    return check_history(history, read_journal_events(settings), read_snapshots(settings), opts)
+
+
+# --- the checker -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    max_amount: int = 1_000_000_000  # the ledger's limit (Settings.max_amount)
+    reasons: bool = True  # hold every rejection's reason against the history
+    # A join's room opened on another instance reaches the decider through the global
+    # accounts table: a room whose open was accepted less than this long before the join
+    # was invoked may honestly still be unknown there.
+    room_visibility_s: float = 5.0
+    examples: int = 20  # violations kept per check (the counts are always complete)
+
+
+@dataclass(frozen=True)
+class Violation:
+    check: str
+    command_id: str | None
+    account: str | None
+    detail: str
+
+    def __str__(self) -> str:
+        who = " ".join(x for x in (self.account, self.command_id) if x)
+        return f"[{self.check}] {who}: {self.detail}" if who else f"[{self.check}] {self.detail}"
+
+
+@dataclass
+class HistoryReport:
+    ops: int = 0
+    ok: int = 0
+    failed: int = 0
+    unknown: int = 0
+    in_flight: int = 0  # never completed: counted as unknown
+    journal_events: int = 0
+    snapshots: int = 0
+    lost: int = 0  # ok commands with no journal event
+    duplicated: int = 0  # journal events beyond the first of one command
+    unknown_applied: int = 0
+    unknown_not_applied: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)  # rejections by reason
+    counts: Counter[str] = field(default_factory=Counter)  # violations by check
+    violations: list[Violation] = field(default_factory=list)  # the first `examples` per check
+
+    @property
+    def valid(self) -> bool:
+        return not self.counts
+
+    def add(self, check: str, command_id: str | None, account: str | None, detail: str,
+            keep: int) -> None:
+        self.counts[check] += 1
+        if self.counts[check] <= keep:
+            self.violations.append(Violation(check, command_id, account, detail))
+
+    def first(self, n: int = 5) -> list[str]:
+        return [str(v) for v in self.violations[:n]]
+
+    def summary(self) -> str:
+        head = (
+            f"{self.ops} ops: {self.ok} ok, {self.failed} failed, {self.unknown} unknown "
+            f"({self.unknown_applied} applied, {self.unknown_not_applied} not); "
+            f"{self.journal_events} journal events, {self.snapshots} snapshots; "
+            f"lost {self.lost}, duplicated {self.duplicated}"
+        )
+        if self.valid:
+            return head + "; valid"
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        lines = [head + f"; INVALID: {counts}"]
+        lines += [f"  {v}" for v in self.violations[:40]]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        # asdict rebuilds a Counter from its (key, value) pairs, counting the pairs.
+        out["reasons"], out["counts"] = dict(self.reasons), dict(self.counts)
+        out["valid"] = self.valid
+        out["violations"] = [str(v) for v in self.violations]
+        return out
+
+
+def check_history(
+    history: History | Iterable[Op],
+    journal: Iterable[JournalEvent],
+    snapshots: Iterable[Snapshot],
+    settings: Settings | CheckOptions | None = None,
+) -> HistoryReport:
+    """Hold the history against the committed journal and balance snapshots.
+
+    `snapshots` in log order per partition (as read); final balances are only meaningful
+    once the processors are idle and every routed credit was applied. `settings`: the
+    ledger's (for its amount limit) or the checker's own options.
+    """
+    if isinstance(settings, CheckOptions):
+        opts = settings
+    else:
+        opts = CheckOptions(max_amount=settings.max_amount if settings else 1_000_000_000)
+    ops = list(history)
+    events = list(journal)
+    snaps = list(snapshots)
+    report = HistoryReport(ops=len(ops), journal_events=len(events), snapshots=len(snaps))
+
+    def add(check: str, op_or_cid: Op | str | None, account: str | None, detail: str) -> None:
+        cid = op_or_cid.command_id if isinstance(op_or_cid, Op) else op_or_cid
+        report.add(check, cid, account, detail, opts.examples)
+
+    by_key: dict[tuple[str, str], list[Op]] = defaultdict(list)
+    for op in ops:
+        by_key[op.key].append(op)
+        if op.status == OK:
+            report.ok += 1
+        elif op.status == FAILED:
+            report.failed += 1
+            report.reasons[op.reason or "?"] += 1
+        else:
+            report.unknown += 1
+            report.in_flight += op.status == INVOKED
+    for key, same in by_key.items():
+        if len(same) > 1 and len({(o.kind, o.other, o.amount) for o in same}) > 1:
+            add("reused_id", key[1], key[0], f"{len(same)} different commands share this id")
+
+    written: dict[tuple[str, str], list[JournalEvent]] = defaultdict(list)
+    for ev in events:
+        written[(ev.key, ev.command_id)].append(ev)
+        total = sum(a for _, a in ev.postings)
+        if total != 0:
+            add("unbalanced", ev.command_id, ev.key, f"event {ev.event_id} sums to {total}")
+
+    _check_journal(ops, by_key, written, report, add)
+    _check_snapshots(snaps, events, by_key, report, add)
+    if opts.reasons:
+        _check_reasons(ops, by_key, report, add, opts)
+    return report
+
+
+Add = Callable[[str, "Op | str | None", "str | None", str], None]
+
+
+def _expects_event(op: Op) -> bool:
+    """An accepted command of this op writes one journal event (an open only with a grant)."""
+    return op.kind != OPEN or op.amount > 0
+
+
+def _expected_postings(op: Op) -> dict[str, int] | None:
+    """The user/room side of the op's journal event (None: not known from the op alone)."""
+    if op.kind in (OPEN, EARN):
+        return {op.account: op.amount}
+    if op.kind == SPEND:
+        return {op.account: -op.amount}
+    if op.kind == JOIN and op.other is not None:
+        return {op.account: -op.amount, op.other: op.amount}
+    return None
+
+
+def _check_journal(ops: list[Op], by_key: dict[tuple[str, str], list[Op]],
+                   written: dict[tuple[str, str], list[JournalEvent]], report: HistoryReport,
+                   add: Add) -> None:
+    for key, evs in written.items():
+        if len(evs) > 1:
+            report.duplicated += len(evs) - 1
+            where = ", ".join(f"{e.partition}@{e.offset}" for e in evs[:4])
+            seen_as = "/".join(sorted({o.status for o in by_key.get(key, [])}))
+            add("duplicated", key[1], key[0],
+                f"{len(evs)} journal events ({seen_as or 'never invoked'}) at {where}")
+        if key not in by_key:
+            add("phantom", key[1], key[0],
+                f"journal event {evs[0].event_id} ({evs[0].kind}) of a command never invoked")
+    seen: set[tuple[str, str]] = set()
+    for op in ops:
+        if op.key in seen:  # a resent id: judged once, on its first op
+            continue
+        seen.add(op.key)
+        same = by_key[op.key]
+        statuses = {o.status for o in same}
+        evs = written.get(op.key, [])
+        if OK in statuses:
+            if not evs and any(_expects_event(o) for o in same if o.status == OK):
+                report.lost += 1
+                add("lost", op, op.account,
+                    f"{op.describe()} accepted, not in the journal")
+            elif evs and not any(_expects_event(o) for o in same):
+                add("stray", op, op.account, f"{op.describe()} should write no event")
+        elif FAILED in statuses and evs:
+            failed = next(o for o in same if o.status == FAILED)
+            add("rejected_applied", op, op.account,
+                f"{op.describe()} rejected ({failed.reason}: {failed.detail}) but journaled "
+                f"as {evs[0].event_id} at {evs[0].partition}@{evs[0].offset}")
+        elif statuses <= {UNKNOWN, INVOKED}:
+            if evs:
+                report.unknown_applied += 1
+            else:
+                report.unknown_not_applied += 1
+        if evs:
+            want = _expected_postings(op)
+            got = _party_postings(evs[0].postings)
+            if want is not None and got != want:
+                add("payload", op, op.account,
+                    f"{op.describe()} journaled with postings {sorted(got.items())}")
+
+
+def _party_postings(postings: Iterable[tuple[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for account, amount in postings:
+        if not account.startswith("system:"):
+            out[account] = out.get(account, 0) + amount
+    return out
+
+
+def _check_snapshots(snaps: list[Snapshot], events: list[JournalEvent],
+                     by_key: dict[tuple[str, str], list[Op]], report: HistoryReport,
+                     add: Add) -> None:
+    latest: dict[str, Snapshot] = {}
+    for s in snaps:
+        if s.balance < s.floor:
+            add("below_floor", None, s.account,
+                f"snapshot at {s.partition}@{s.offset}: balance {s.balance} below floor {s.floor}")
+        latest[s.account] = s
+    fold: Counter[str] = Counter()
+    credits: dict[str, list[str]] = defaultdict(list)  # room -> journal events crediting it
+    for ev in events:
+        for account, amount in ev.postings:
+            if account.startswith("system:"):
+                continue
+            fold[account] += amount
+            if amount > 0 and account != ev.key:
+                credits[account].append(ev.command_id)
+    for account in sorted(set(fold) | set(latest)):
+        if account.startswith("system:"):
+            continue
+        snap = latest.get(account)
+        have = snap.balance if snap is not None else 0
+        want = fold.get(account, 0)
+        if have == want:
+            continue
+        routed = credits.get(account, [])
+        if routed:
+            what = "a routed credit lost" if have < want else "a routed credit applied twice"
+            add("credit" if have < want else "credit_twice", None, account,
+                f"latest snapshot {have}, journal fold {want} (off by {have - want}): {what}? "
+                f"{len(routed)} credits routed here, e.g. {routed[:3]}")
+        else:
+            add("final_balance", None, account,
+                f"latest snapshot {have if snap else 'missing'}, journal fold {want}")
+
+
+def _check_reasons(ops: list[Op], by_key: dict[tuple[str, str], list[Op]],
+                   report: HistoryReport, add: Add, opts: CheckOptions) -> None:
+    """Rejections the history proves false (sound: never flags an honest rejection)."""
+    per_account: dict[str, list[Op]] = defaultdict(list)
+    opens: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        per_account[op.account].append(op)
+        if op.kind == JOIN and op.other:
+            per_account[op.other].append(op)
+        if op.kind == OPEN:
+            opens[op.account].append(op)
+    reversed_accounts = {a for a, lst in per_account.items() if any(o.kind == REVERSE for o in lst)}
+
+    def opened_before(account: str, t: float, slack: float = 0.0) -> Op | None:
+        """An open of `account` accepted before time t - slack."""
+        for o in opens.get(account, []):
+            if o.status == OK and o.done_at + slack < t:
+                return o
+        return None
+
+    for op in ops:
+        if op.status != FAILED:
+            continue
+        reason = op.reason or ""
+        if reason in ("misrouted", "account_closed", "expired", "invalid_command",
+                      "already_applied"):
+            add(f"reason_{reason}", op, op.account,
+                f"{op.describe()} rejected {reason} ({op.detail}): never true of a client "
+                f"command here")
+        elif reason == "unknown_account":
+            named = op.account
+            if op.kind == JOIN and op.other and op.detail.startswith(f"{op.other} "):
+                named = op.other
+            slack = opts.room_visibility_s if named != op.account else 0.0
+            o = opened_before(named, op.invoked_at, slack)
+            if o is not None:
+                add("reason_unknown_account", op, named,
+                    f"{op.describe()} rejected unknown_account ({op.detail}), but the open "
+                    f"{o.command_id} of {named} was accepted "
+                    f"{op.invoked_at - o.done_at:.1f}s before it was invoked")
+        elif reason == "account_exists":
+            others = [o for o in opens.get(op.account, []) if o is not op
+                      and o.status != FAILED and o.invoked_at < op.done_at]
+            if not others:
+                add("reason_account_exists", op, op.account,
+                    f"open rejected account_exists ({op.detail}) with no other open of it")
+        elif reason == "conflict":
+            if len({(o.kind, o.other, o.amount) for o in by_key[op.key]}) == 1:
+                add("reason_conflict", op, op.account,
+                    f"{op.describe()} rejected as conflict; its id was never used otherwise")
+        elif reason in ("invalid_amount", "invalid_account"):
+            problem = _invalid(op, opts.max_amount)
+            if problem is None:
+                add(f"reason_{reason}", op, op.account,
+                    f"{op.describe()} rejected {reason} ({op.detail}) but it is valid")
+        elif reason == "insufficient_points" and op.account not in reversed_accounts:
+            bound = _surely_held(op, per_account[op.account], opened_before)
+            if bound is not None and bound[0] - op.amount >= bound[1]:
+                add("reason_insufficient_points", op, op.account,
+                    f"{op.describe()} rejected insufficient_points ({op.detail}), but the "
+                    f"account surely held at least {bound[0]} (floor {bound[1]})")
+
+
+def _invalid(op: Op, max_amount: int) -> str | None:
+    """Why the op's command is malformed (then invalid_* is honest), or None."""
+    accounts = [op.account] + ([op.other] if op.kind == JOIN and op.other else [])
+    for a in accounts:
+        if not is_valid_account(a) or a.startswith("system:"):
+            return f"bad account {a}"
+    if op.kind == JOIN and not (op.account.startswith("user:") and
+                                (op.other or "").startswith("room:")):
+        return "join needs a user and a room"
+    if op.kind == OPEN:
+        ok = 0 <= op.amount <= max_amount and op.floor <= op.amount \
+            and -max_amount <= op.floor <= max_amount
+        return None if ok else "grant or floor out of range"
+    if op.kind in (EARN, SPEND, JOIN) and not 0 < op.amount <= max_amount:
+        return f"amount {op.amount}"
+    return None
+
+
+def _debit(op: Op, account: str) -> int:
+    if op.kind == SPEND and op.account == account:
+        return op.amount
+    if op.kind == JOIN and op.account == account:
+        return op.amount
+    return 0
+
+
+def _surely_held(op: Op, related: list[Op],
+                 opened_before: Callable[[str, float], Op | None]) -> tuple[int, int] | None:
+    """A lower bound on the account's balance when `op` was decided, and its floor.
+
+    Counted in: the open's grant and the earns accepted before `op` was invoked (its own
+    owner applied them first). Counted out: every debit that may have been applied before
+    `op` was decided (accepted, unknown or in flight, invoked before `op` completed).
+    Routed credits (a room's join fees) are left out: they arrive when they arrive.
+    """
+    account = op.account
+    opened = opened_before(account, op.invoked_at)
+    if opened is None:
+        return None
+    held = opened.amount
+    for o in related:
+        if o is op:
+            continue
+        if o.kind == EARN and o.account == account and o.status == OK and o.done_at < op.invoked_at:
+            held += o.amount
+        elif _debit(o, account) and o.status != FAILED and o.invoked_at < op.done_at:
+            held -= _debit(o, account)
+    return held, opened.floor

@@ -1,5 +1,6 @@
 """python -m faults: a seeded crash schedule over a command workload (see faults/runner.py),
-or one of the history scenarios: `python -m faults zombie|storm|coordinator --help`."""
+or one of the history scenarios: `python -m faults zombie|storm|coordinator --help`; `python
+-m faults check` checks a scenario's saved history against its topics again."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ SCENARIOS = ("zombie", "storm", "coordinator")
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in SCENARIOS:
         scenario(sys.argv[1], sys.argv[2:])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "check":
+        recheck(sys.argv[2:])
         return
     p = argparse.ArgumentParser(prog="python -m faults", description=__doc__)
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers.")
@@ -91,6 +95,22 @@ def scenario(name: str, argv: list[str]) -> None:
     report.write(a.workdir / "report.json")
     print(report.summary())
     sys.exit(0 if report.ok else 1)
+
+
+def recheck(argv: list[str]) -> None:
+    """Check a scenario's saved history (history.jsonl) against its topics again."""
+    from faults.history import History, check_log
+    from ledger.settings import Settings
+
+    p = argparse.ArgumentParser(prog="python -m faults check", description=recheck.__doc__)
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers.")
+    p.add_argument("--prefix", required=True, help="The scenario's topic prefix.")
+    p.add_argument("--history", type=Path, required=True, help="Its history.jsonl.")
+    a = p.parse_args(argv)
+    settings = Settings(bootstrap=a.bootstrap, topic_prefix=a.prefix)
+    report = check_log(History.load(a.history), settings)
+    print(report.summary())
+    sys.exit(0 if report.valid else 1)
 
 
 def _doc(name: str) -> str:

@@ -45,6 +45,7 @@ from faults.workload import opens
 from ledger import devstack
 from ledger import devstack_kafka as dkafka
 from ledger import devstack_proc as dproc
+from ledger.errors import InfrastructureError
 from ledger.kafka import make_admin
 from ledger.settings import Settings, default_home
 from ledger.topics import create_topics
@@ -64,7 +65,7 @@ class CoordinatorConfig:
     users: int = 300
     rooms: int = 30
     commands: int = 10_000_000  # at most: the stream stops after the last kill
-    rate: float = 500.0  # commands per second: commits all the time, with room to recover
+    rate: float = 300.0  # commands per second: commits all the time, CPU left for restarts
     window: int = 20_000
     down_s: tuple[float, float] = (2.0, 6.0)  # how long a killed coordinator stays down
     between_s: tuple[float, float] = (3.0, 8.0)  # load on a whole cluster between kills
@@ -207,6 +208,7 @@ def _run(cfg: CoordinatorConfig, note: Timeline, rng: random.Random, home: Path,
             driver.close()
         note(f"instances stopped: {codes}")
     report.sent = len(history)
+    history.dump(cfg.workdir / "history.jsonl")
     report.exits = sup.exits
     report.notes["kills"] = rounds
     report.notes["processor log"] = {
@@ -249,7 +251,7 @@ def _kill_round(cfg: CoordinatorConfig, note: Timeline, rng: random.Random, home
         moved_to = coordinator_of(admin, txn_id)
     except Exception:
         moved_to = None
-    devstack.start_broker(home, victim)
+    _restart(home, admin, sup, victim, note)
     restarted = time.monotonic()
     healed = None
     deadline = restarted + cfg.heal_timeout_s
@@ -267,3 +269,27 @@ def _kill_round(cfg: CoordinatorConfig, note: Timeline, rng: random.Random, home
     return {"broker": victim, "how": how, "txn_id": txn_id,
             "down_s": round(restarted - killed, 1), "coordinator_while_down": moved_to,
             "healed_s": None if healed is None else round(healed, 1)}
+
+
+def _restart(home: Path, admin: AdminClient, sup: Supervisor, node: int, note: Timeline,
+             timeout: float = 600.0) -> None:
+    """Start a killed broker; on a loaded machine its start can outlast the dev stack's
+    60 s wait, so keep waiting (and start it again if it died) until the cluster lists it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            devstack.start_broker(home, node)
+            return
+        except InfrastructureError as e:
+            note(f"  broker {node} slow to start: {str(e).splitlines()[0][:160]}")
+        while time.monotonic() < deadline:
+            try:
+                if node in admin.list_topics(timeout=10).brokers:
+                    return
+            except Exception:
+                pass
+            if dkafka.live_broker(home, 3, node) is None:
+                break  # it died: start it again
+            sup.sleep(2.0)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"broker {node} did not come back in {timeout:.0f}s")

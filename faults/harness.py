@@ -275,11 +275,13 @@ class Driver:
         self.client = HistoryClient(settings, history)
         self.sent = 0
         self.stop = threading.Event()
+        self.hold = threading.Event()  # set: send nothing new until it is cleared
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
     def send(self, command: Command) -> Op:
-        while self.history.in_flight >= self.window and not self.stop.is_set():
+        while (self.hold.is_set() or self.history.in_flight >= self.window) \
+                and not self.stop.is_set():
             self.client.poll(0.05)
         op = self.history.invoke(command)
         try:

@@ -25,12 +25,14 @@ outcomes complete in the client's watcher thread, delivery errors in the produce
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from faults import fold
@@ -82,6 +84,10 @@ class Op:
     def describe(self) -> str:
         other = f" {self.other}" if self.other else ""
         return f"{self.kind} {self.account}{other} {self.amount}"
+
+
+_OP_FIELDS = ("index", "kind", "command_id", "account", "other", "amount", "invoked_at",
+              "floor", "status", "completed_at", "reason", "detail", "late")
 
 
 class History:
@@ -164,6 +170,23 @@ class History:
             return True
 
     # --- reading -----------------------------------------------------------------------
+
+    def dump(self, path: Path) -> None:
+        """One JSON object per op (to check the same history again later)."""
+        with path.open("w") as out:
+            for op in list(self.ops):
+                out.write(json.dumps({f: getattr(op, f) for f in _OP_FIELDS}) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> History:
+        h = cls()
+        with path.open() as lines:
+            for line in lines:
+                op = Op(**json.loads(line))
+                h.ops.append(op)
+                h.by_key.setdefault(op.key, []).append(op)
+                h.in_flight += op.status == INVOKED
+        return h
 
     def pending(self) -> list[Op]:
         with self._lock:
@@ -382,6 +405,7 @@ def check_history(
 
     _check_journal(ops, by_key, written, report, add)
     _check_snapshots(snaps, events, by_key, report, add)
+    _check_journal_floors(ops, events, snaps, add)
     if opts.reasons:
         _check_reasons(ops, by_key, report, add, opts)
     return report
@@ -495,6 +519,40 @@ def _check_snapshots(snaps: list[Snapshot], events: list[JournalEvent],
         else:
             add("final_balance", None, account,
                 f"latest snapshot {have if snap else 'missing'}, journal fold {want}")
+
+
+def _check_journal_floors(ops: list[Op], events: list[JournalEvent], snaps: list[Snapshot],
+                          add: Add) -> None:
+    """The journal itself (the truth) never takes a user or room below its floor.
+
+    A user's balance moves only by events keyed by the user (its own owner decides them),
+    so its running fold in its partition's log order must stay at or above the floor: the
+    first event that breaks it is named. A room is credited by joins keyed by users on
+    other partitions, so only its final fold is held to the floor.
+    """
+    floors = {s.account: s.floor for s in snaps}
+    floors.update({op.account: op.floor for op in ops if op.kind == OPEN and op.status == OK})
+    running: Counter[str] = Counter()
+    breached: set[str] = set()
+    final: Counter[str] = Counter()
+    for ev in events:
+        for account, amount in ev.postings:
+            if account.startswith("system:"):
+                continue
+            final[account] += amount
+            if account == ev.key and account.startswith("user:"):
+                running[account] += amount
+                floor = floors.get(account, 0)
+                if running[account] < floor and account not in breached:
+                    breached.add(account)
+                    add("overdrawn", ev.command_id, account,
+                        f"the journal takes it to {running[account]} (floor {floor}) with "
+                        f"event {ev.event_id} ({ev.kind} {amount}) at {ev.partition}@{ev.offset}")
+    for account, balance in sorted(final.items()):
+        floor = floors.get(account, 0)
+        if account.startswith("room:") and balance < floor:
+            add("overdrawn", None, account,
+                f"the journal's final balance {balance} is below its floor {floor}")
 
 
 def _check_reasons(ops: list[Op], by_key: dict[tuple[str, str], list[Op]],

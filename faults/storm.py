@@ -136,6 +136,7 @@ def _run_storm(cfg: StormConfig) -> ScenarioReport:
             driver.close()
         note(f"instances stopped: {codes}")
     report.sent = len(history)
+    history.dump(cfg.workdir / "history.jsonl")
     report.exits = sup.exits
     report.notes["membership changes"] = changes
     report.notes["incarnations"] = {i.instance_id: i.incarnations

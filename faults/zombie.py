@@ -49,14 +49,23 @@ class ZombieConfig:
     partitions: int = 6
     users: int = 300
     rooms: int = 30
-    commands: int = 200_000  # at most: the stream stops once the pauses are over
-    # As fast as the window allows: the instances are saturated, so a SIGSTOP lands inside
-    # a batch's transaction (records produced, offsets not yet sent, or a commit in flight).
+    commands: int = 2_000_000  # at most: the stream stops once the pauses are over
+    # As fast as the window allows: the instances are saturated, so a SIGSTOP lands mid-batch.
     rate: float = 0.0
     window: int = 20_000  # commands in flight at most
-    pauses: int = 6  # alternating between the two instances
-    # Seeded per pause: > session.timeout.ms 10 s, < transaction.timeout.ms 60 s.
-    pause_s: tuple[float, float] = (15.0, 40.0)
+    pauses: int = 8  # alternating between the two instances
+    # Cycled per pause. busy: frozen under a saturating stream, mid-batch. If its
+    # transaction is already open on the broker, the other instance waits for it (its
+    # restore waits for the changelogs' open transactions to end) and takes over only when
+    # the frozen one wakes and aborts; if the batch's first records are not on the broker
+    # yet, the other takes over during the freeze, and the frozen one wakes mid-batch
+    # believing it still owns its partitions. idle: the stream is held until every command
+    # is decided, the victim is frozen idle and the stream resumes: the other takes over
+    # during the freeze; the woken one learns of it in its first poll.
+    modes: tuple[str, ...] = ("busy",)
+    # Seeded per pause: > session.timeout.ms 10 s (a takeover takes ~12-16 s here),
+    # < transaction.timeout.ms 60 s.
+    pause_s: tuple[float, float] = (16.0, 26.0)
     warmup_s: float = 5.0
     settle_s: float = 15.0  # after each SIGCONT, before the next pause
     tail_s: float = 5.0  # commands still flowing after the last pause
@@ -107,8 +116,9 @@ def _run_zombie(cfg: ZombieConfig) -> ScenarioReport:
         for n in range(cfg.pauses):
             victim, survivor = (a, b) if n % 2 == 0 else (b, a)
             length = rng.uniform(*cfg.pause_s)
-            report.notes[f"pause {n + 1}"] = _pause(cfg, sup, victim, survivor, length,
-                                                    history, note)
+            mode = cfg.modes[n % len(cfg.modes)]
+            report.notes[f"pause {n + 1}"] = _pause(cfg, sup, driver, victim, survivor,
+                                                    length, mode, history, note)
             sup.sleep(cfg.settle_s if n + 1 < cfg.pauses else cfg.tail_s)
         driver.stop.set()
         driver.join(120)
@@ -123,6 +133,7 @@ def _run_zombie(cfg: ZombieConfig) -> ScenarioReport:
             driver.close()
         note(f"instances stopped: {codes}")
     report.sent = len(history)
+    history.dump(cfg.workdir / "history.jsonl")
     report.exits = sup.exits
     report.history = check(settings, history)
     report.seconds = note.elapsed
@@ -131,13 +142,20 @@ def _run_zombie(cfg: ZombieConfig) -> ScenarioReport:
     return report
 
 
-def _pause(cfg: ZombieConfig, sup: Supervisor, victim: Instance, survivor: Instance,
-           length: float, history: History, note: Timeline) -> dict[str, object]:
+def _pause(cfg: ZombieConfig, sup: Supervisor, driver: Driver, victim: Instance,
+           survivor: Instance, length: float, mode: str, history: History,
+           note: Timeline) -> dict[str, object]:
+    if mode == "idle":
+        driver.hold.set()
+        _await(history, 300, sup)
+        sup.sleep(1.0)  # past the victim's last commit: it waits in poll()
     mark = len(victim.text())
     owned = sorted(victim.owned() or ())
     victim.pause()
     frozen = time.monotonic()
-    note(f"SIGSTOP {victim.instance_id} (owns {owned}); {history.in_flight} commands in flight")
+    driver.hold.clear()
+    note(f"SIGSTOP {victim.instance_id} ({mode}; owns {owned}); {history.in_flight} commands "
+         "in flight")
     everything = set(range(cfg.partitions))
     took = sup.wait_owned(lambda o: o.get(survivor.instance_id) == everything, length)
     takeover = time.monotonic() - frozen
@@ -154,7 +172,8 @@ def _pause(cfg: ZombieConfig, sup: Supervisor, victim: Instance, survivor: Insta
     woke = victim.lines_since(mark, WAKE_PATTERN)[:12]
     for line in woke[:6]:
         note(f"  {victim.instance_id}: {line[:200]}")
-    return {"victim": victim.instance_id, "owned": owned, "pause_s": round(length, 1),
+    return {"victim": victim.instance_id, "mode": mode, "owned": owned,
+            "pause_s": round(length, 1),
             "takeover_s": round(takeover, 1) if took else None, "woken_log": woke}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
+from pathlib import Path
 
 from faults.history import (
     FAILED,
@@ -424,3 +425,44 @@ def test_report_counts_serialise_as_plain_mappings() -> None:
     out = check_history(h, [], snaps(user_a=0)).to_dict()
     assert out["reasons"] == {"misrouted": 1}
     assert out["counts"] == {"reason_misrouted": 1}
+
+
+def test_journal_that_overdraws_a_user_is_rejected_even_if_snapshots_agree() -> None:
+    h = hist()
+    opened(h, "user:a", 10)
+    spent(h, "user:a", 8, "s1")
+    spent(h, "user:a", 8, "s2")  # accepted on a stale balance
+    earned(h, "user:a", 20, "e1")
+    journal = [issue("user:a", "open-user:a", 10), spend_ev("user:a", "s1", 8),
+               spend_ev("user:a", "s2", 8), issue("user:a", "e1", 20, 3)]
+    report = check_history(h, journal, snaps(user_a=14))
+    assert checks(report) == {"overdrawn": 1}
+    assert report.violations[0].command_id == "s2"
+    assert "to -6" in report.violations[0].detail
+
+
+def test_room_judged_on_its_final_journal_balance() -> None:
+    h = hist()
+    opened(h, "user:a", 50)
+    opened(h, "room:r")
+    spent(h, "room:r", 5, "rs")  # journaled before the credit that funds it (other partition)
+    joined(h, "user:a", "room:r", 10, "j")
+    journal = [spend_ev("room:r", "rs", 5), issue("user:a", "open-user:a", 50),
+               join_ev("user:a", "room:r", "j", 10)]
+    assert check_history(h, journal, snaps(user_a=40, room_r=5)).valid
+    journal.append(spend_ev("room:r", "rs2", 6))
+    h2 = check_history(h, journal, snaps(user_a=40, room_r=-1))
+    assert h2.counts["overdrawn"] == 1 and h2.counts["phantom"] == 1
+
+
+def test_a_history_dumped_and_loaded_checks_the_same(tmp_path: Path) -> None:
+    h, journal, log = a_valid_run()
+    h.ops[3].late = "ok"
+    h.dump(tmp_path / "h.jsonl")
+    again = History.load(tmp_path / "h.jsonl")
+    assert [vars_of(o) for o in again] == [vars_of(o) for o in h]
+    assert check_history(again, journal, log).to_dict() == check_history(h, journal, log).to_dict()
+
+
+def vars_of(op: Op) -> tuple[object, ...]:
+    return tuple(getattr(op, f) for f in Op.__slots__)

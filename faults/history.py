@@ -25,6 +25,8 @@ outcomes complete in the client's watcher thread, delivery errors in the produce
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import threading
 import time
@@ -567,6 +569,7 @@ def _check_reasons(ops: list[Op], by_key: dict[tuple[str, str], list[Op]],
         if op.kind == OPEN:
             opens[op.account].append(op)
     reversed_accounts = {a for a, lst in per_account.items() if any(o.kind == REVERSE for o in lst)}
+    sums = _Ledger(ops)
 
     def opened_before(account: str, t: float, slack: float = 0.0) -> Op | None:
         """An open of `account` accepted before time t - slack."""
@@ -611,11 +614,12 @@ def _check_reasons(ops: list[Op], by_key: dict[tuple[str, str], list[Op]],
                 add(f"reason_{reason}", op, op.account,
                     f"{op.describe()} rejected {reason} ({op.detail}) but it is valid")
         elif reason == "insufficient_points" and op.account not in reversed_accounts:
-            bound = _surely_held(op, per_account[op.account], opened_before)
-            if bound is not None and bound[0] - op.amount >= bound[1]:
+            opened = opened_before(op.account, op.invoked_at)
+            held = sums.surely_held(op, opened) if opened is not None else None
+            if opened is not None and held is not None and held - op.amount >= opened.floor:
                 add("reason_insufficient_points", op, op.account,
                     f"{op.describe()} rejected insufficient_points ({op.detail}), but the "
-                    f"account surely held at least {bound[0]} (floor {bound[1]})")
+                    f"account surely held at least {held} (floor {opened.floor})")
 
 
 def _invalid(op: Op, max_amount: int) -> str | None:
@@ -636,33 +640,41 @@ def _invalid(op: Op, max_amount: int) -> str | None:
     return None
 
 
-def _debit(op: Op, account: str) -> int:
-    if op.kind == SPEND and op.account == account:
-        return op.amount
-    if op.kind == JOIN and op.account == account:
-        return op.amount
-    return 0
+class _Ledger:
+    """Per account, the sums the insufficient_points bound needs, found by bisection."""
+
+    def __init__(self, ops: list[Op]) -> None:
+        earns: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        debits: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        for o in ops:
+            if o.kind == EARN and o.status == OK:
+                earns[o.account].append((o.done_at, o.amount))
+            elif o.kind in (SPEND, JOIN) and o.status != FAILED:  # the deciding side pays
+                debits[o.account].append((o.invoked_at, o.amount))
+        self.earns = {a: _prefix(v) for a, v in earns.items()}
+        self.debits = {a: _prefix(v) for a, v in debits.items()}
+
+    @staticmethod
+    def _before(table: tuple[list[float], list[int]] | None, t: float) -> int:
+        if table is None:
+            return 0
+        times, sums = table
+        return sums[bisect.bisect_left(times, t)]
+
+    def surely_held(self, op: Op, opened: Op) -> int:
+        """A lower bound on the balance of op.account when `op` was decided.
+
+        Counted in: the open's grant and the earns accepted before `op` was invoked (its
+        own owner applied them first). Counted out: every debit that may have been applied
+        before `op` was decided (accepted, unknown or in flight, invoked before `op`
+        completed). Routed credits (a room's join fees) are left out: they arrive when
+        they arrive.
+        """
+        return (opened.amount + self._before(self.earns.get(op.account), op.invoked_at)
+                - self._before(self.debits.get(op.account), op.done_at))
 
 
-def _surely_held(op: Op, related: list[Op],
-                 opened_before: Callable[[str, float], Op | None]) -> tuple[int, int] | None:
-    """A lower bound on the account's balance when `op` was decided, and its floor.
-
-    Counted in: the open's grant and the earns accepted before `op` was invoked (its own
-    owner applied them first). Counted out: every debit that may have been applied before
-    `op` was decided (accepted, unknown or in flight, invoked before `op` completed).
-    Routed credits (a room's join fees) are left out: they arrive when they arrive.
-    """
-    account = op.account
-    opened = opened_before(account, op.invoked_at)
-    if opened is None:
-        return None
-    held = opened.amount
-    for o in related:
-        if o is op:
-            continue
-        if o.kind == EARN and o.account == account and o.status == OK and o.done_at < op.invoked_at:
-            held += o.amount
-        elif _debit(o, account) and o.status != FAILED and o.invoked_at < op.done_at:
-            held -= _debit(o, account)
-    return held, opened.floor
+def _prefix(pairs: list[tuple[float, int]]) -> tuple[list[float], list[int]]:
+    """(sorted times, sums[i] = total of the first i amounts)."""
+    pairs.sort()
+    return [t for t, _ in pairs], [0, *itertools.accumulate(a for _, a in pairs)]

@@ -7,6 +7,7 @@ sent, so no outcome can slip past it.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -16,7 +17,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from ledger.codec import Codec
-from ledger.domain import Command, envelope_problem
+from ledger.domain import Command, envelope_problem, issued_time
 from ledger.errors import InfrastructureError, UsageError, WaitTimeoutError
 from ledger.kafka import (
     consume_ready,
@@ -31,7 +32,12 @@ from ledger.settings import Settings
 
 
 def new_command_id() -> str:
-    return str(uuid.uuid4())
+    """A UUIDv7: time-ordered, and its time is the command's issued time, so a retry of
+    the same id can never carry a newer one and escape the deduplication window."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0x2 << 62)
+    return str(uuid.UUID(int=value | (rand & ((1 << 62) - 1))))
 
 
 class LedgerClient:
@@ -48,14 +54,23 @@ class LedgerClient:
         self.delivery_error: KafkaError | None = None
 
     def submit(
-        self, command: Command, ref: ReverseRef | None = None, wait: bool = False
+        self,
+        command: Command,
+        ref: ReverseRef | None = None,
+        wait: bool = False,
+        issued_at_ms: int | None = None,
     ) -> Future[Outcome] | None:
-        """Send a command; with wait=True, a future of its outcome."""
+        """Send a command; with wait=True, a future of its outcome.
+
+        A retry must carry the first send's issued time (`issued_at_ms`); for an id from
+        new_command_id() it is the id's own time, so nothing needs to be kept.
+        """
         problem = envelope_problem(command.command_id, command.reason)
         if problem is not None:  # the processor would refuse it: say so before sending
             raise UsageError(problem)
         future = self._watch().expect(command.command_id) if wait else None
-        record = command_to_record(command, int(time.time() * 1000), ref)
+        issued = issued_at_ms if issued_at_ms is not None else int(time.time() * 1000)
+        record = command_to_record(command, issued_time(command.command_id, issued), ref)
         value = self.codec.encode("command", record)
         self._produce(command.deciding_account.encode(), value)
         return future

@@ -147,9 +147,11 @@ class CommandHandler:
         wire = self._read(msg)
         if wire is None:
             return
-        if wire.kind == "APPLY_CREDIT" and not self.signer.verify(msg):
-            self._refuse_credit(msg)
-            return
+        if wire.kind == "APPLY_CREDIT":
+            verification = self.signer.verify(msg)
+            if not verification:
+                self._refuse_credit(msg, verification.describe())
+                return
         refusal = self._refusal(msg, wire, partition)
         if refusal is None:
             now = int(time.time() * 1000)
@@ -177,13 +179,12 @@ class CommandHandler:
             self._dead_letter(msg, e)
             return None
 
-    def _refuse_credit(self, msg: Message) -> None:
+    def _refuse_credit(self, msg: Message, why: str) -> None:
         """A credit no processor signed (forged, re-keyed, or under a key not listed): kept
         in the dead-letter topic with its origin, counted, never applied."""
         self.stats.credits_refused += 1
         self._dead_letter(msg, MalformedRecordError(
-            "an apply-credit record not signed by a processor key (forged, re-keyed, or "
-            "signed with a key missing from LEDGER_CREDIT_KEY / LEDGER_CREDIT_KEYS)"))
+            f"an apply-credit record not signed by a processor key held here: {why}"))
 
     def _refusal(
         self, msg: Message, wire: WireCommand, partition: int

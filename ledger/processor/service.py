@@ -114,6 +114,7 @@ class CommandProcessor:
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         guard_topics(self.settings)
         guard_dedup_window(self.settings)
+        self.store.open()
         self.router.partitions = topic_partitions(self.settings, self.topic)
         self.txn.start()
         self.accounts.start()

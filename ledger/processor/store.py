@@ -55,24 +55,30 @@ class StateStore:
     """One instance's state for every partition it owns or has owned (stale until restored)."""
 
     def __init__(self, path: Path, cache_kib: int = 32_768) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = _lock(path)
+        self.path, self.cache_kib = path, cache_kib
+        self._balances: dict[str, tuple[int, AccountState]] = {}
+        self._lock: IO[str] | None = None
+
+    def open(self) -> None:
+        """Take the file for this process and open it (once the service is starting)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.path)
         try:
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.executescript(
                 # WAL without a sync per commit: a power cut may lose the last writes, and
                 # their checkpoint with them, so the next start reads a longer tail.
                 f"PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                f"PRAGMA cache_size=-{cache_kib}; PRAGMA temp_store=MEMORY; {SCHEMA}"
+                f"PRAGMA cache_size=-{self.cache_kib}; PRAGMA temp_store=MEMORY; {SCHEMA}"
             )
         except sqlite3.Error as e:
-            raise InfrastructureError(f"cannot open the processor state {path}: {e}") from e
-        self._balances: dict[str, tuple[int, AccountState]] = {}
+            raise InfrastructureError(f"cannot open the processor state {self.path}: {e}") from e
 
     def close(self) -> None:
-        self.db.close()
-        self._lock.close()
+        if self._lock is not None:
+            self.db.close()
+            self._lock.close()
+            self._lock = None
 
     # --- reads (the PartitionState protocol) -----------------------------------
 

@@ -18,6 +18,7 @@ import pytest
 
 from ledger.settings import (
     ENV_CREDIT_KEY,
+    ENV_STATE_DIR,
     ENV_TEST_BOOTSTRAP,
     ENV_TEST_KAFKA_PORT,
     ENV_TEST_PG_PORT,
@@ -72,6 +73,13 @@ def credit_key_for_spawned_processors(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every `ledger serve` a test starts as a process refuses to run without a credit key:
     it inherits the one the in-process processors use (make_settings, start_processor)."""
     monkeypatch.setenv(ENV_CREDIT_KEY, TEST_CREDIT_KEY)
+
+
+@pytest.fixture(autouse=True)
+def state_dir_for_spawned_processors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A `ledger serve` a test starts keeps its state in the test's directory, never in
+    the user's home."""
+    monkeypatch.setenv(ENV_STATE_DIR, str(tmp_path / "state"))
 
 
 @pytest.fixture

@@ -397,10 +397,10 @@ RAW_CASES: list[tuple[str, Build, str]] = [
      "rejected:account_exists"),
     ("spend over the balance", lambda e: as_command(e, record("SPEND", amount=10**9)),
      "rejected:insufficient_points"),
-    # a credit not routed (signed) by a processor is refused before anything else
-    ("unsigned credit to unknown account", lambda e: as_command(e, record(
-        "APPLY_CREDIT", "room:ghost", 5, ref_event_id=str(uuid.uuid4()))),
-     "rejected:invalid_command"),
+    # a credit not routed (signed) by a processor is dead-lettered before anything else
+    ("unsigned credit to unknown account", lambda e: dead(e, e.codec.encode("command", record(
+        "APPLY_CREDIT", "room:ghost", 5, ref_event_id=str(uuid.uuid4()))), key=b"room:ghost"),
+     "dead:not signed by a processor key"),
     # reversals of what is not there
     ("reverse nonexistent event", lambda e: as_command(e, _reverse(
         e, ref_event_id=str(uuid.uuid4()))), "rejected:not_reversible"),
@@ -636,10 +636,13 @@ def test_a_forged_credit_cannot_mint_points(settings: Settings) -> None:
         producer.produce(settings.topic("commands"), key=ROOM.encode(),
                          value=Codec().encode("command", forged))
         producer.flush(10)
-        outcome = observer.result("forged-1")
+        letter = observer.wait("the forged credit's dead letter",
+                               lambda: next(iter(observer.dead.values()), None))
     finally:
         client.close()
         observer.stop()
         processor.stop()
     assert snapshot_balances(settings).get(ROOM, 0) == party_fold(journal(settings)).get(ROOM, 0)
-    assert outcome["status"] == "REJECTED"
+    assert "no signature header" in letter.headers["error"]
+    assert processor.processor.stats.credits_refused == 1
+    assert observer.count_results("forged-1") == 0

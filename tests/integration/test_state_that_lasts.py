@@ -181,3 +181,39 @@ def client_send(settings: Settings, command: Reverse, ref: object) -> str | None
         return outcome.reason
     finally:
         client.close()
+
+
+def _users_on_two_partitions(settings: Settings) -> tuple[str, str]:
+    from ledger.kafka import partition_for
+
+    users = [f"user:scope{n}" for n in range(50)]
+    first = users[0]
+    other = next(u for u in users if partition_for(u.encode(), settings.partitions)
+                 != partition_for(first.encode(), settings.partitions))
+    return first, other
+
+
+@pytest.mark.parametrize("order", ["first-then-second", "second-then-first"])
+def test_one_command_id_for_two_users_on_two_partitions(settings: Settings, order: str) -> None:
+    """Command ids are scoped per deciding account: the same id used by two users is two
+    joins, each debiting its user and crediting the room; nothing is debited without its
+    credit, and the journal holds two distinct events."""
+    alice, bob = _users_on_two_partitions(settings)
+    payers = [alice, bob] if order == "first-then-second" else [bob, alice]
+    threaded = start_processor(settings, "scope")
+    client = LedgerClient(settings)
+    try:
+        for account, grant in ((alice, 50), (bob, 50), (ROOM, 0)):
+            assert client.send(OpenAccount(command_id=f"open-{account}", actor=Actor.SYSTEM,
+                                           reason="", account=account, grant=grant)).accepted
+        outcomes = [client.send(Join(command_id="same-id", actor=Actor.USER, reason="",
+                                     user=user, room=ROOM, fee=10)) for user in payers]
+        wait_for_processor_idle(settings)
+    finally:
+        client.close()
+        threaded.stop()
+    assert all(o.accepted for o in outcomes)
+    assert outcomes[0].event_ids != outcomes[1].event_ids
+    joins = [e for e in journal(settings) if e.command_id == "same-id"]
+    assert len({e.event_id for e in joins}) == 2
+    assert snapshot_balances(settings) == {alice: 40, bob: 40, ROOM: 20}

@@ -35,10 +35,11 @@ from bench.journal import START_MS, account_record, produce_retrying, transactio
 from bench.replay import ledger_cli
 from ledger.client import LedgerClient
 from ledger.codec import Codec
+from ledger.credits import generate_key
 from ledger.domain import Actor, Earn, Spend, entry_event_id
 from ledger.kafka import committed, make_consumer, make_producer
 from ledger.records import Outcome, command_to_record
-from ledger.settings import Settings
+from ledger.settings import ENV_CREDIT_KEY, Settings
 from ledger.topics import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,7 +161,10 @@ def start_serve(settings: Settings, log: Path, max_batch: int,
             "--max-batch", str(max_batch)]
     with log.open("ab") as out:
         return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=out,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                     # serve refuses to run without a key: the bench's own
+                                     ENV_CREDIT_KEY: os.environ.get(ENV_CREDIT_KEY)
+                                     or generate_key()})
 
 
 def stop_serve(proc: subprocess.Popen[bytes]) -> None:

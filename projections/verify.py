@@ -5,7 +5,11 @@ equal the postings in the log (count, events, sums per partition, up to the stor
 positions); balances equal the sums of audit_log; no user or room below its floor
 (final balances); no undecodable or dead-lettered journal records; user and room
 balances equal the processor's latest snapshots on <prefix>.balances. Also an
-order-independent checksum of balances, the same for DuckDB and Postgres.
+order-independent checksum of balances, the same for DuckDB and Postgres, which must
+equal the checksum of balances folded from a second, independent decoding of the
+journal (projections/crosscheck.py, fastavro's generic reader); and no event id in two
+journal records, no (record key, command id) pair decided by two events, no event
+reversed twice.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from ledger.errors import CodecError
 from ledger.kafka import make_consumer
 from ledger.settings import Settings
 from projections.checksum import balance_checksum
+from projections.crosscheck import CrossCheck, Finding, Repeat
+from projections.crosscheck_workers import CrossReading
 from projections.deadletter import dead_lettered
 from projections.ingest import Ingest
-from projections.log import check_message_error, read_ranges, watermarks
+from projections.log import Ranges, check_message_error, read_ranges, watermarks
 from projections.rows import account_type, merge_summaries, summarize, unbalanced
 from projections.store import META_AS_OF, PartitionSummary, PositionKey, ProjectionStore
 
@@ -64,6 +70,8 @@ class LogFacts:
     summary: dict[PositionKey, PartitionSummary] = field(default_factory=dict)
     unbalanced: list[tuple[str, int]] = field(default_factory=list)
     undecodable: list[tuple[str, int, int]] = field(default_factory=list)
+    checksum: str = ""  # of balances folded by the independent reading (crosscheck)
+    repeats: list[Finding] = field(default_factory=list)
 
 
 def verify(settings: Settings, store: ProjectionStore, codec: Codec | None = None) -> VerifyReport:
@@ -77,6 +85,7 @@ def verify(settings: Settings, store: ProjectionStore, codec: Codec | None = Non
         behind = _check_behind(consumer, settings, positions, as_of, report)
         log = _read_log(consumer, settings, positions, as_of, codec)
         store_balances = _check_store(store, log, report)
+        _check_crosscheck(settings, log, report)
         _check_dead_letters(settings, log, report)
         if as_of is None and not behind:
             _check_snapshots(consumer, settings, codec, store_balances, report)
@@ -101,8 +110,33 @@ def _read_log(consumer: Consumer, settings: Settings, positions: dict[PositionKe
               as_of: int | None, codec: Codec) -> LogFacts:
     events = settings.topic("events")
     ranges = {k: (0, v) for k, v in positions.items() if k[0] == events}
-    ingest = Ingest(settings, codec, as_of=as_of)
     facts = LogFacts()
+    # The independent reading (fastavro, in worker processes) runs beside this one.
+    with CrossReading(settings, ranges, as_of) as background:
+        _read_hot(consumer, settings, ranges, as_of, codec, facts)
+        cross = background.result(codec)
+    if cross.suspect():  # some id's hash repeats: read again to compare the ids themselves
+        _confirm(settings, ranges, cross)
+    facts.checksum = cross.checksum()
+    facts.repeats = cross.findings()
+    return facts
+
+
+def _confirm(settings: Settings, ranges: Ranges, cross: CrossCheck) -> None:
+    """The second reading, with a consumer of its own: read_ranges leaves the first
+    one's partitions paused, and a paused partition stays paused when assigned again."""
+    consumer = make_consumer(settings, None)
+    try:
+        for msgs in read_ranges(consumer, settings, ranges):
+            cross.confirm(msgs)
+    finally:
+        consumer.close()
+
+
+def _read_hot(consumer: Consumer, settings: Settings, ranges: Ranges, as_of: int | None,
+              codec: Codec, facts: LogFacts) -> None:
+    """The journal through the replay's own decoders: summaries, unbalanced, undecodable."""
+    ingest = Ingest(settings, codec, as_of=as_of)
     for msgs in read_ranges(consumer, settings, ranges):
         ingest.add(msgs)
         audit = ingest.audit()
@@ -110,7 +144,6 @@ def _read_log(consumer: Consumer, settings: Settings, positions: dict[PositionKe
         facts.unbalanced.extend(unbalanced(audit))
         facts.undecodable.extend((b.topic, b.partition, b.offset) for b in ingest.bad)
         ingest.reset()
-    return facts
 
 
 def _check_store(store: ProjectionStore, log: LogFacts, report: VerifyReport) -> dict[str, int]:
@@ -143,6 +176,37 @@ def _check_store(store: ProjectionStore, log: LogFacts, report: VerifyReport) ->
 
     report.checksum = balance_checksum(pairs())
     return users_rooms
+
+
+REPEATED = {  # check -> what repeats, and whether to name each holder's event id
+    "duplicate_event_id": ("event ids occur in more than one record", False),
+    "duplicate_command_id": ("(record key, command id) pairs were decided by more than one "
+                             "event", True),
+    "double_reversal": ("events were reversed by more than one REVERSED event", True),
+}
+
+
+def _check_crosscheck(settings: Settings, log: LogFacts, report: VerifyReport) -> None:
+    """The independent reading's checksum against the store's; ids that must not repeat."""
+    if log.checksum != report.checksum:
+        report.add("checksum_vs_log", f"the store's balance checksum {report.checksum} differs "
+                                      f"from {log.checksum}, the checksum of balances folded "
+                                      "from the journal decoded by fastavro's generic reader")
+    for finding in log.repeats:
+        what, named = REPEATED[finding.check]
+        count = f"at least {finding.count}" if finding.at_least else str(finding.count)
+        shown = "; ".join(_repeat(r, named) for r in finding.repeats[:LISTED])
+        more = "; ..." if len(finding.repeats) > LISTED else ""
+        report.add(finding.check, f"{count} {what} in {settings.topic('events')} "
+                                  f"([partition]@offset): {shown}{more}")
+
+
+def _repeat(r: Repeat, named: bool) -> str:
+    """`value at [p]@o (event id), [p]@o (event id)`: the value and where its holders are."""
+    holders = ", ".join(f"[{p}]@{o}" + (f" ({event_id})" if named else "")
+                        for (p, o), event_id in r.holders.values())
+    more = f", {r.records} records in all" if r.records > len(r.holders) else ""
+    return f"{r.value} at {holders}{more}"
 
 
 def _check_dead_letters(settings: Settings, log: LogFacts, report: VerifyReport) -> None:

@@ -40,7 +40,7 @@ def _can_resolve(writer: Any, reader: Any, record: dict[str, Any]) -> dict[str, 
 def test_every_file_is_catalogued() -> None:
     files = sorted(Path(SCHEMA_DIR).glob("*.avsc"))
     assert len(files) == len(CATALOGUE.by_fingerprint), "two files share a fingerprint"
-    assert set(CATALOGUE.current) == {"command", "event", "account", "balance", "result"}
+    assert set(CATALOGUE.current) == {"command", "event", "account", "balance", "result", "guard"}
 
 
 @pytest.mark.parametrize(("old", "current"), PAIRS, ids=lambda v: f"{v.name}.v{v.version}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ from ledger.client import LedgerClient, new_command_id
 from ledger.codec import Codec
 from ledger.domain import Actor, Earn
 from ledger.kafka import committed, make_consumer
-from ledger.settings import Settings
+from ledger.settings import ENV_STATE_DIR, Settings
 from ledger.topics import create_topics
 
 
@@ -42,6 +43,7 @@ def run(bootstrap: str, commands: int, accounts: int, marks: list[int], workdir:
     settings = Settings(bootstrap=bootstrap, topic_prefix=f"bst{uuid.uuid4().hex[:8]}",
                         partitions=partitions, home=workdir, state_dir=workdir / "state")
     codec = Codec()
+    os.environ[ENV_STATE_DIR] = str(settings.state_path)  # for the `ledger serve` spawned
     create_topics(settings)
     open_accounts(settings, accounts, codec)
     prefill_started = time.monotonic()

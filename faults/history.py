@@ -101,6 +101,8 @@ class History:
         self.ops: list[Op] = []
         self.by_key: dict[tuple[str, str], list[Op]] = {}
         self.in_flight = 0  # ops invoked and not completed yet
+        # Called with each op as it completes (in the completing thread, outside the lock).
+        self.listeners: list[Callable[[Op], None]] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -169,7 +171,9 @@ class History:
                 return False
             op.status, op.completed_at, op.reason, op.detail = status, now, reason, detail
             self.in_flight -= 1
-            return True
+        for listener in self.listeners:
+            listener(op)
+        return True
 
     # --- reading -----------------------------------------------------------------------
 

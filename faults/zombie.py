@@ -12,6 +12,7 @@ generation); the history must show nothing lost and nothing decided twice.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,9 @@ from faults.harness import (
     unique_prefix,
     wait_idle,
 )
-from faults.history import History
+from faults.history import FAILED, OK, History, Op
 from faults.workload import opens
+from ledger.kafka import partition_for
 from ledger.settings import Settings
 from ledger.topics import create_topics
 
@@ -54,15 +56,16 @@ class ZombieConfig:
     rate: float = 0.0
     window: int = 20_000  # commands in flight at most
     pauses: int = 8  # alternating between the two instances
-    # Cycled per pause. busy: frozen under a saturating stream, mid-batch. If its
+    # Cycled per pause. busy: frozen at a random moment under a saturating stream. If its
     # transaction is already open on the broker, the other instance waits for it (its
     # restore waits for the changelogs' open transactions to end) and takes over only when
-    # the frozen one wakes and aborts; if the batch's first records are not on the broker
-    # yet, the other takes over during the freeze, and the frozen one wakes mid-batch
-    # believing it still owns its partitions. idle: the stream is held until every command
-    # is decided, the victim is frozen idle and the stream resumes: the other takes over
-    # during the freeze; the woken one learns of it in its first poll.
-    modes: tuple[str, ...] = ("busy",)
+    # the frozen one wakes and aborts; if not, the other takes over during the freeze and
+    # the frozen one wakes mid-batch believing it still owns its partitions. commit:
+    # frozen the moment an outcome it decided becomes visible (its batch just committed:
+    # it is taking the batch into its store, in its housekeeping, or starting the next
+    # batch). idle: the stream is held until every command is decided, the victim is
+    # frozen idle and the stream resumes: the other takes over during the freeze.
+    modes: tuple[str, ...] = ("busy", "commit")
     # Seeded per pause: > session.timeout.ms 10 s (a takeover takes ~12-16 s here),
     # < transaction.timeout.ms 60 s.
     pause_s: tuple[float, float] = (16.0, 26.0)
@@ -151,7 +154,10 @@ def _pause(cfg: ZombieConfig, sup: Supervisor, driver: Driver, victim: Instance,
         sup.sleep(1.0)  # past the victim's last commit: it waits in poll()
     mark = len(victim.text())
     owned = sorted(victim.owned() or ())
-    victim.pause()
+    if mode == "commit":
+        _freeze_after_commit(cfg, victim, set(owned), history)
+    else:
+        victim.pause()
     frozen = time.monotonic()
     driver.hold.clear()
     note(f"SIGSTOP {victim.instance_id} ({mode}; owns {owned}); {history.in_flight} commands "
@@ -175,6 +181,32 @@ def _pause(cfg: ZombieConfig, sup: Supervisor, driver: Driver, victim: Instance,
     return {"victim": victim.instance_id, "mode": mode, "owned": owned,
             "pause_s": round(length, 1),
             "takeover_s": round(takeover, 1) if took else None, "woken_log": woke}
+
+
+def _freeze_after_commit(cfg: ZombieConfig, victim: Instance, partitions: set[int],
+                         history: History, timeout: float = 30.0) -> None:
+    """SIGSTOP the victim the moment an outcome it decided becomes visible: its batch has
+    just committed, so it is taking the batch into its store, in its housekeeping, or
+    deciding the next batch, whose records are not on the broker yet."""
+    fired = threading.Event()
+    routes: dict[str, int] = {}
+
+    def on_complete(op: Op) -> None:
+        if fired.is_set() or op.status not in (OK, FAILED):
+            return
+        partition = routes.get(op.account)
+        if partition is None:
+            partition = routes[op.account] = partition_for(op.account.encode(), cfg.partitions)
+        if partition in partitions and not fired.is_set():
+            fired.set()
+            victim.pause()
+
+    history.listeners.append(on_complete)
+    try:
+        if not fired.wait(timeout):
+            victim.pause()
+    finally:
+        history.listeners.remove(on_complete)
 
 
 def _await(history: History, timeout: float, sup: Supervisor) -> None:

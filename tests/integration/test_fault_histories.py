@@ -73,8 +73,8 @@ def test_zombie_small_is_fenced(bootstrap: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_zombie_full(bootstrap: str, tmp_path: Path) -> None:
-    """Eight freezes of 16-26 s, alternating instances, each mid-batch under a saturating
-    stream, six partitions."""
+    """Eight freezes of 16-26 s under a saturating stream on six partitions, alternating
+    instances, at random moments and right after a commit of the frozen instance."""
     report = _reported(run_zombie(ZombieConfig(bootstrap=bootstrap, workdir=tmp_path,
                                                seed=2026)), tmp_path)
     assert len([k for k in report.notes if k.startswith("pause")]) == 8
@@ -116,3 +116,8 @@ def test_coordinator_kill(tmp_path: Path) -> None:
     assert isinstance(kills, list) and len(kills) >= 20
     _assert_exactly_once(report)
     assert report.history.valid, report.summary()
+    # The processor rides out a coordinator failover (commits by the book, resync): it
+    # does not exit and wait for a supervisor to start it again.
+    assert not report.exits, "\n".join(
+        f"{e.at_s}s exit {e.code}: {e.last_lines[-1] if e.last_lines else ''}"
+        for e in report.exits)

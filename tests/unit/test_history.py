@@ -466,3 +466,13 @@ def test_a_history_dumped_and_loaded_checks_the_same(tmp_path: Path) -> None:
 
 def vars_of(op: Op) -> tuple[object, ...]:
     return tuple(getattr(op, f) for f in Op.__slots__)
+
+
+def test_listeners_see_each_op_once_as_it_completes() -> None:
+    h = hist()
+    seen: list[tuple[str, str]] = []
+    h.listeners.append(lambda op: seen.append((op.command_id, op.status)))
+    op = h.invoke(Earn(command_id="e", actor=SYS, reason="r", account="user:a", amount=1))
+    h.fail(op, "insufficient_points")
+    h.ok(op)  # late: not completed again
+    assert seen == [("e", FAILED)]

@@ -19,6 +19,7 @@ TOPIC_OF = {
     "account": "accounts",
     "balance": "balances",
     "result": "results",
+    "guard": "guards",
 }
 
 

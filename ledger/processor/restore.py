@@ -130,12 +130,12 @@ class ChangelogReader:
                 )
                 return {tp: int(f.result().offset) for tp, f in futures.items()}
             except KafkaException as e:
-                err = e.args[0]
-                if time.monotonic() > deadline or not (
-                    isinstance(err, KafkaError) and (err.retriable() or err.code() in _NOT_YET)
-                ):
+                # Leaders move under broker failures (FENCED_LEADER_EPOCH, no leader yet):
+                # a fresh admin client with fresh metadata, until the deadline.
+                self._admin = None
+                if time.monotonic() > deadline:
                     raise InfrastructureError(f"cannot list changelog offsets: {e}") from e
-                time.sleep(0.2)
+                time.sleep(0.5)
 
     def _read_into(self, store: StateStore, name: str, partition: int, start: int,
                    end: int) -> int:
@@ -185,9 +185,6 @@ class ChangelogReader:
             log.error("undecodable %s record in a changelog: %s", name, e)
             return {}
 
-
-_NOT_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                      KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION})
 
 
 def _chunks(settings: Settings, topic: str, partition: int, start: int,

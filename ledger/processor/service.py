@@ -101,6 +101,7 @@ class CommandProcessor:
         self.lag: dict[int, int] = {}  # records behind the end per owned partition (metrics)
         self.metrics_server: Any = None
         self._next_checkpoint = self._next_prune = 0.0
+        self._pending: tuple[int, dict[int, dict[str, int]]] | None = None
 
     @property
     def consumer(self) -> Any:
@@ -211,6 +212,7 @@ class CommandProcessor:
             forget = {key: self.window.forget_after(decided)
                       for key, (_, decided) in changes.outcomes.items()}
             self.store.commit(changes, forget)
+        self._checkpoint()
         self.stats.batches += 1
         self.stats.last_batch_ms = (time.monotonic() - started) * 1000
 
@@ -253,6 +255,7 @@ class CommandProcessor:
         )
 
     def _discard_batch(self) -> None:
+        self._pending = None  # an assignment in doubt: its ends are not ours to trust
         self.overlay.reset()
         self.handler.discard()
 
@@ -263,11 +266,18 @@ class CommandProcessor:
         if now >= self._next_prune:
             self._next_prune = now + self.tuning.prune_every_s
             self.store.prune(int(time.time() * 1000), self.tuning.prune_limit)
-        if now >= self._next_checkpoint and self.group.owned:
+        if now >= self._next_checkpoint and self.group.owned and self._pending is None:
             self._next_checkpoint = now + self.tuning.checkpoint_every_s
-            # Every batch so far committed and is in the store: the changelogs' ends are
-            # what it reflects (only this instance writes them while it owns them).
-            for partition, offsets in self.group.reader.ends(sorted(self.group.owned)).items():
+            # The changelogs' ends now: a checkpoint only once a later batch commits under
+            # the same assignment (a commit proves the group did not move the partitions
+            # meanwhile; a paused instance's ends could include its successor's writes).
+            self._pending = (self.group.epoch, self.group.reader.ends(sorted(self.group.owned)))
+
+    def _checkpoint(self) -> None:
+        """After a commit: the pending ends, taken under this same assignment, hold."""
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == self.group.epoch:
+            for partition, offsets in pending[1].items():
                 self.store.checkpoint(partition, offsets)
 
 

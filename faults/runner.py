@@ -4,6 +4,7 @@ schedule; then check the journal, snapshots and projections against an independe
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,11 +20,12 @@ from faults.commands import random_commands
 from faults.fold import Fold, fold_journal
 from faults.schedule import Kill, draw_schedule
 from ledger.client import LedgerClient
+from ledger.credits import generate_key
 from ledger.domain import Actor, Command, OpenAccount
 from ledger.journal import latest_by_key
 from ledger.processor.kafka_io import pending_commands
 from ledger.records import Outcome
-from ledger.settings import Settings
+from ledger.settings import ENV_CREDIT_KEY, Settings
 from ledger.topics import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +91,7 @@ class Service:
             *self.args,
         ]
         with self.log.open("ab") as out:
-            return subprocess.Popen(argv, stdout=out, stderr=out, cwd=REPO)
+            return subprocess.Popen(argv, stdout=out, stderr=out, cwd=REPO, env=serve_env())
 
     def kill_and_restart(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -238,6 +240,7 @@ def _finish_projection(settings: Settings) -> None:
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=serve_env(),
     )
     try:
         _wait_idle(settings)
@@ -329,3 +332,11 @@ def _store_rows(url: str) -> tuple[dict[str, int], int, int]:
 
 def write_report(report: FaultReport, path: Path) -> None:
     path.write_text(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+
+
+_KEY = generate_key()
+
+
+def serve_env() -> dict[str, str]:
+    """`ledger serve` refuses to run without a credit key: the run's own, unless one is set."""
+    return {**os.environ, ENV_CREDIT_KEY: os.environ.get(ENV_CREDIT_KEY) or _KEY}

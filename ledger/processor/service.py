@@ -12,6 +12,7 @@ on-disk state), restore (changelog tails after a stable commit).
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -213,6 +214,9 @@ class CommandProcessor:
                       for key, (_, decided) in changes.outcomes.items()}
             self.store.commit(changes, forget)
         self._checkpoint()
+        # Long-lived objects (cached balances, routes) would be walked by every full
+        # collection; frozen, a collection sees only what the last batch made.
+        gc.freeze()
         self.stats.batches += 1
         self.stats.last_batch_ms = (time.monotonic() - started) * 1000
 

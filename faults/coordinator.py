@@ -37,8 +37,10 @@ from faults.harness import (
     check,
     client_logs,
     covers,
+    keep_history,
+    settle,
+    stop_run,
     unique_prefix,
-    wait_idle,
 )
 from faults.history import History
 from faults.workload import opens
@@ -198,18 +200,11 @@ def _run(cfg: CoordinatorConfig, note: Timeline, rng: random.Random, home: Path,
         driver.stop.set()
         driver.join(120)
         note(f"stream stopped after {driver.sent} commands; {history.in_flight} in flight")
-        report.idle = wait_idle(settings, cfg.idle_timeout_s, sup)
-        note(f"processors idle: {report.idle}")
-        expired = driver.settle(cfg.outcome_timeout_s, sup)
-        note(f"outcomes: {dict(history.counts())} ({expired} expired as unknown)")
+        settle(settings, report, sup, driver, history, note, cfg.idle_timeout_s,
+               cfg.outcome_timeout_s)
     finally:
-        codes = sup.stop_all()
-        if driver is not None:
-            driver.close()
-        note(f"instances stopped: {codes}")
-    report.sent = len(history)
-    history.dump(cfg.workdir / "history.jsonl")
-    report.exits = sup.exits
+        stop_run(sup, driver, note)
+    keep_history(report, history, sup, cfg.workdir)
     report.notes["kills"] = rounds
     report.notes["processor log"] = {
         i.instance_id: {k: i.text().count(k) for k in

@@ -411,3 +411,29 @@ def check(settings: Settings, history: History, options: CheckOptions | None = N
 
 def unique_prefix(name: str, seed: int) -> str:
     return f"{name}{seed}x{int(time.time() * 1000) % 10**9}"
+
+
+def settle(settings: Settings, report: ScenarioReport, supervisor: Supervisor, driver: Driver,
+           history: History, note: Timeline, idle_timeout_s: float,
+           outcome_timeout_s: float) -> None:
+    """After the stream: wait for the processors to go idle, then for the last outcomes."""
+    report.idle = wait_idle(settings, idle_timeout_s, supervisor)
+    note(f"processors idle: {report.idle}")
+    expired = driver.settle(outcome_timeout_s, supervisor)
+    note(f"outcomes: {dict(history.counts())} ({expired} expired as unknown)")
+
+
+def stop_run(supervisor: Supervisor, driver: Driver | None, note: Timeline) -> None:
+    """Stop every instance (by its pid) and the client, whatever happened."""
+    codes = supervisor.stop_all()
+    if driver is not None:
+        driver.close()
+    note(f"instances stopped: {codes}")
+
+
+def keep_history(report: ScenarioReport, history: History, supervisor: Supervisor,
+                 workdir: Path) -> None:
+    """The run's history on disk (re-checkable), and the instances' exits in the report."""
+    report.sent = len(history)
+    history.dump(workdir / "history.jsonl")
+    report.exits = supervisor.exits

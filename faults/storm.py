@@ -26,8 +26,10 @@ from faults.harness import (
     check,
     client_logs,
     covers,
+    keep_history,
+    settle,
+    stop_run,
     unique_prefix,
-    wait_idle,
 )
 from faults.history import CheckOptions, History
 from faults.workload import storm_commands
@@ -126,18 +128,11 @@ def _run_storm(cfg: StormConfig) -> ScenarioReport:
         note(f"stream sent {driver.sent} commands; {history.in_flight} in flight")
         if driver.error is not None:
             raise RuntimeError(f"the driver failed: {driver.error!r}")
-        report.idle = wait_idle(settings, cfg.idle_timeout_s, sup)
-        note(f"processors idle: {report.idle}")
-        expired = driver.settle(cfg.outcome_timeout_s, sup)
-        note(f"outcomes: {dict(history.counts())} ({expired} expired as unknown)")
+        settle(settings, report, sup, driver, history, note, cfg.idle_timeout_s,
+               cfg.outcome_timeout_s)
     finally:
-        codes = sup.stop_all()
-        if driver is not None:
-            driver.close()
-        note(f"instances stopped: {codes}")
-    report.sent = len(history)
-    history.dump(cfg.workdir / "history.jsonl")
-    report.exits = sup.exits
+        stop_run(sup, driver, note)
+    keep_history(report, history, sup, cfg.workdir)
     report.notes["membership changes"] = changes
     report.notes["incarnations"] = {i.instance_id: i.incarnations
                                     for i in sup.instances.values()}

@@ -35,7 +35,7 @@ from ledger.errors import CodecError, MalformedRecordError
 from ledger.fastcodec import HotCodec
 from ledger.kafka import partition_for
 from ledger.processor.kafka_io import JournalFetcher, dead_letter
-from ledger.processor.state import CreditMark, Overlay, ProcessorStats
+from ledger.processor.state import Overlay, ProcessorStats
 from ledger.records import (
     Outcome,
     ReverseRef,
@@ -102,24 +102,23 @@ class CommandHandler:
         fetcher: JournalFetcher,
         router: Router,
         signer: CreditSigner,
+        window: DedupWindow,
     ) -> None:
         self.codec, self.overlay, self.stats, self.fetcher = codec, overlay, stats, fetcher
         self.router, self.signer = router, signer
         self.hot = HotCodec(codec)
         self.limits = Limits(settings.max_amount)
-        self.window = DedupWindow(int(settings.dedup_window_s * 1000))
+        self.window = window
         self.topic = {n: settings.topic(n) for n in TOPIC_NAMES}
         self.producer: Producer | None = None  # the open transaction's, set per batch
         self._snapshots: dict[str, tuple[Any, str | None]] = {}
-        self._marks: dict[tuple[int, int], CreditMark] = {}
         # Records whose handling failed for good, by (partition, offset): dead-lettered when
         # the aborted batch is consumed again.
         self.poisoned: dict[tuple[int, int], Exception] = {}
 
     def discard(self) -> None:
-        """Forget the batch's pending changelog records (its transaction is gone)."""
+        """Forget the batch's pending snapshots (its transaction is gone)."""
         self._snapshots.clear()
-        self._marks.clear()
 
     def handle_guarded(self, msg: Message) -> None:
         """Handle one record; a failure that would recur on retry poisons only that record."""
@@ -232,8 +231,7 @@ class CommandHandler:
                     f"the credit of {command.event_id} to {command.account} was applied before",
                     store=False)
                 return
-            mark = self.overlay.mark_credit(*source, command.account)
-            self._marks[(position[0], source[0])] = mark
+            self.overlay.mark_credit(*source, command.account)
         decision = decide(
             self.overlay,
             command,
@@ -314,7 +312,7 @@ class CommandHandler:
         topic, balance = self.topic["balances"], self.hot.balance
         for account, (state, last_event) in self._snapshots.items():
             producer.produce(topic, balance(state, now, last_event), account.encode())
-        for (partition, source), mark in self._marks.items():
+        for (partition, source), mark in self.overlay.changes.marks.items():
             value = self.codec.encode("guard", {
                 "kind": "CREDITS_APPLIED", "event_id": None, "command_id": None,
                 "source_partition": source, "source_offset": mark.offset,

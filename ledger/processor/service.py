@@ -81,8 +81,7 @@ class CommandProcessor:
         self.settings, self.codec, self.instance_id = settings, codec, instance_id
         self.tuning = tuning
         self.stats = ProcessorStats()
-        window = DedupWindow(int(settings.dedup_window_s * 1000))
-        self.window = window
+        self.window = window = DedupWindow(int(settings.dedup_window_s * 1000))
         self.store = StateStore(state_file(settings, instance_id))
         self.accounts = AccountsTable(settings, codec)
         self.router = Router()
@@ -93,7 +92,7 @@ class CommandProcessor:
                                self.router.account)
         self.fetcher = JournalFetcher(settings, codec)
         self.handler = CommandHandler(settings, codec, self.overlay, self.stats, self.fetcher,
-                                      self.router, signer)
+                                      self.router, signer, window)
         self.txn = Transactions(settings, instance_id, self.stats, clients.producer,
                                 tuning.txn_timeout_s)
         self.topic = settings.topic("commands")

@@ -153,11 +153,10 @@ class Overlay:
                 outcome.command_id
             )
 
-    def mark_credit(self, source: int, offset: int, account: str) -> CreditMark:
+    def mark_credit(self, source: int, offset: int, account: str) -> None:
         mark = self._mark(source)
         new = mark.including(offset, account) if mark else CreditMark(offset, frozenset({account}))
         self.changes.marks[(self.partition, source)] = new
-        return new
 
     def _mark(self, source: int) -> CreditMark | None:
         found = self.changes.marks.get((self.partition, source))

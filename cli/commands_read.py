@@ -15,15 +15,16 @@ from typing import Any
 import click
 
 from cli.context import settings_of
-from cli.options import json_option
+from cli.options import endpoint_options, json_option, query_timeout_option
 from ledger.errors import RejectedError, UsageError
+from ledger.health import Endpoint
 from ledger.kafka import check_reachable
 from ledger.metrics import serve_projector_metrics
 from ledger.settings import Settings
 from ledger.topics import guard_topics
-from projections.duckdb_store import duckdb_path
-from projections.factory import open_duckdb, open_store, store_kind
+from projections.factory import open_duckdb, open_store
 from projections.projector import Projector
+from projections.query import run_query
 from projections.replay import Replay
 from projections.store import ProjectionStore
 from projections.times import iso_ms, parse_as_of
@@ -41,11 +42,10 @@ def _reach_kafka(settings: Settings) -> None:
               help="Most records per store transaction.")
 @click.option("--batch-ms", type=click.IntRange(min=1), default=200, show_default=True,
               help="Longest time a batch collects records before it is written.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve Prometheus metrics and /healthz on this port (127.0.0.1).")
+@endpoint_options
 @click.pass_context
 def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
-            batch_ms: int, metrics_port: int | None) -> None:
+            batch_ms: int, endpoint: Endpoint | None) -> None:
     """Project accounts and journal events into --store; resumes at the stored positions.
 
     Several projectors against one Postgres store share the partitions."""
@@ -59,9 +59,8 @@ def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
         def on_term(_sig: int, _frame: FrameType | None) -> None:
             projector.stop()
 
+        metrics = serve_projector_metrics(projector, endpoint) if endpoint is not None else None
         previous = signal.signal(signal.SIGTERM, on_term)
-        metrics = serve_projector_metrics(projector, metrics_port) \
-            if metrics_port is not None else None
         try:
             stats = projector.run()
         finally:
@@ -178,24 +177,18 @@ def history(ctx: click.Context, account: str, as_json: bool, limit: int | None) 
 @click.argument("sql")
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
+@query_timeout_option
 @click.pass_context
-def query(ctx: click.Context, sql: str, as_json: bool, as_csv: bool) -> None:
-    """Run read-only SQL over a DuckDB store (e.g. "SELECT * FROM balances")."""
-    import duckdb
+def query(ctx: click.Context, sql: str, as_json: bool, as_csv: bool, timeout: float) -> None:
+    """Run one read-only SQL statement over --store (e.g. "SELECT * FROM balances").
 
-    url = settings_of(ctx).store
-    if store_kind(url) != "duckdb":
-        raise UsageError("`ledger query` reads DuckDB stores only; use psql for Postgres")
-    with open_duckdb(duckdb_path(url), read_only=True) as store:
-        con = store.connection
-        try:
-            cur = con.execute(sql)
-        except duckdb.Error as e:
-            raise UsageError(f"query failed: {_one_line(e)}") from e
-        if cur.description is None:
-            return
-        names = [d[0] for d in cur.description]
-        print_rows(names, _fetch(cur), "json" if as_json else "csv" if as_csv else "table")
+    It reads the store and nothing else: no files, ATTACH, extensions or settings. On
+    Postgres it runs in a READ ONLY transaction and refuses a role that is a superuser or
+    may read or write the server's files (see the README)."""
+    with run_query(settings_of(ctx).store, sql, timeout) as result:
+        if result.names:
+            print_rows(result.names, result.rows,
+                       "json" if as_json else "csv" if as_csv else "table")
 
 
 def progress_line(label: str) -> Callable[[int, int], None]:
@@ -262,16 +255,6 @@ CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {9: "\\t", 10: "\\n", 13: "\\r
 def _cell(value: Any) -> str:
     """A value on one line: control characters (tabs, newlines) shown escaped."""
     return "" if value is None else str(value).translate(CONTROL)
-
-
-def _fetch(cur: Any) -> Iterator[tuple[Any, ...]]:
-    while rows := cur.fetchmany(10_000):
-        yield from rows
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def register(group: click.Group) -> None:

@@ -9,8 +9,11 @@ from typing import Any, TypeVar
 
 import click
 
+from cli.logs import DEFAULT_LEVEL, LEVELS
 from ledger.client import new_command_id
 from ledger.domain import MAX_COMMAND_ID_CHARS, MAX_REASON_CHARS, Actor
+from ledger.health import DEFAULT_METRICS_HOST, DEFAULT_READY_MAX_LAG, Endpoint
+from ledger.settings import ENV_LOG_LEVEL
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +49,13 @@ timeout_option = click.option(
     default=30.0,
     show_default=True,
     help="Seconds to wait for the outcome with --wait.",
+)
+query_timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    help="Seconds the query may run before it is stopped.",
 )
 reason_option = click.option(
     "--reason",
@@ -94,3 +104,45 @@ def write_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def endpoint_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --metrics-port, --metrics-host, --ready-max-lag; the command gets them as one
+    `endpoint: Endpoint | None` keyword (None: no metrics server)."""
+
+    @functools.wraps(f)
+    def command(*a: Any, metrics_port: int | None, metrics_host: str | None,
+                ready_max_lag: int | None, **kw: Any) -> Any:
+        if metrics_port is None:
+            if metrics_host is not None or ready_max_lag is not None:
+                raise click.UsageError("--metrics-host and --ready-max-lag need --metrics-port")
+            return f(*a, endpoint=None, **kw)
+        endpoint = Endpoint(metrics_port, metrics_host or DEFAULT_METRICS_HOST,
+                            DEFAULT_READY_MAX_LAG if ready_max_lag is None else ready_max_lag)
+        return f(*a, endpoint=endpoint, **kw)
+
+    options = (
+        click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+                     help="Serve /metrics (Prometheus), /healthz and /readyz on this port "
+                     "(docs/operations.md)."),
+        click.option("--metrics-host", default=None, metavar="ADDRESS",
+                     help=f"Address the metrics server binds [default: {DEFAULT_METRICS_HOST}; "
+                     "0.0.0.0 for every interface, e.g. in a container]."),
+        click.option("--ready-max-lag", type=click.IntRange(min=0), default=None,
+                     metavar="RECORDS",
+                     help="Most records any input partition may be behind for /readyz to say "
+                     f"ready [default: {DEFAULT_READY_MAX_LAG}]."),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+log_level_option = click.option(
+    "--log-level",
+    envvar=ENV_LOG_LEVEL,
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default=None,
+    help=f"Least severe log lines shown (env {ENV_LOG_LEVEL}) [default: {DEFAULT_LEVEL}; up "
+    "to WARNING the start and stop lines of serve and project show too]; -v, -vv lower it.",
+)

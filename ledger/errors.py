@@ -65,5 +65,16 @@ class StoreUnavailableError(StoreError):
     """The store's server went away (outage, restart): retrying later may succeed."""
 
 
-class WaitTimeoutError(InfrastructureError):
-    """No outcome arrived in time: the processor is not running or is stalled."""
+class WaitTimeoutError(LedgerError):
+    """Sent and acknowledged, but no outcome arrived in time: the processor is not running
+    or is stalled, and will decide the command when it runs (exit 4)."""
+
+    exit_code = 4
+
+
+class QueryError(UsageError):
+    """`ledger query` refused a statement or the statement failed (exit 2)."""
+
+
+class JournalMismatchError(UsageError):
+    """A store holds the projection of another journal (exit 2)."""

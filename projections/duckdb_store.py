@@ -59,7 +59,7 @@ class DuckDBProjectionStore(SqlProjectionStore):
     """ProjectionStore in one DuckDB file. Options in the URL query: memory_limit, threads."""
 
     def __init__(self, url: str, read_only: bool = False,
-                 config: Mapping[str, str] | None = None) -> None:
+                 config: Mapping[str, Any] | None = None) -> None:
         self._url = url
         self.path = duckdb_path(url)
         self.read_only = read_only

@@ -131,6 +131,10 @@ class PostgresProjectionStore(SqlProjectionStore):
             except SQLAlchemyError as e:
                 raise self._error(e) from e
 
+    def raw_connection(self) -> psycopg.Connection[Any]:
+        """The session's psycopg connection, for `ledger query` (projections.query)."""
+        return self._raw()
+
     def _raw(self) -> psycopg.Connection[Any]:
         return cast(psycopg.Connection[Any], self._conn.connection.driver_connection)
 

@@ -85,9 +85,9 @@ def test_query_refuses_writes_in_one_line(ledger: Run) -> None:
     assert ledger("query", "SELECT count(*) FROM balances")[0] == 0
 
 
-def test_query_needs_duckdb(ledger: Run) -> None:
+def test_query_of_an_unreachable_postgres_exits_3(ledger: Run) -> None:
     code, _, err = ledger("query", "SELECT 1", store_url="postgresql+psycopg://x@127.0.0.1:1/db")
-    assert code == 2 and "DuckDB" in err
+    assert code == 3 and err.startswith("error: cannot reach Postgres")
 
 
 def test_unreachable_database_and_broker_exit_3(ledger: Run, make_settings: MakeSettings,

@@ -12,9 +12,10 @@ from typing import Any
 import click
 
 from cli.context import settings_of
-from cli.options import WriteArgs, write_options
+from cli.options import WriteArgs, endpoint_options, write_options
 from ledger.domain import Command, Earn, Join, OpenAccount, Reverse, Spend, parse_account
 from ledger.errors import InfrastructureError, RejectedError, UsageError, WaitTimeoutError
+from ledger.health import Endpoint
 from ledger.records import Outcome, ReverseRef
 from ledger.wiring import build_client, build_processor
 
@@ -185,15 +186,10 @@ def reverse(ctx: click.Context, event_id: str, args: WriteArgs) -> None:
     show_default=True,
     help="Most commands decided in one Kafka transaction.",
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Serve Prometheus metrics and /healthz on this port.",
-)
+@endpoint_options
 @click.pass_context
 def serve(
-    ctx: click.Context, instance_id: str | None, max_batch: int, metrics_port: int | None
+    ctx: click.Context, instance_id: str | None, max_batch: int, endpoint: Endpoint | None
 ) -> None:
     """Run the command processor until SIGTERM or Ctrl-C.
 
@@ -205,7 +201,7 @@ def serve(
         settings_of(ctx),
         instance_id or socket.gethostname(),
         max_batch=max_batch,
-        metrics_port=metrics_port,
+        endpoint=endpoint,
     )
 
     def _stop(signum: int, _frame: object) -> None:

@@ -9,6 +9,7 @@ import click
 
 from cli.context import CliContext
 from cli.logs import configure_logging
+from cli.options import log_level_option
 from ledger.errors import LedgerError
 from ledger.settings import (
     DEFAULT_BOOTSTRAP,
@@ -70,6 +71,7 @@ from ledger.settings import (
     show_default=True,
     help="Log lines as text or as JSON objects.",
 )
+@log_level_option
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.pass_context
 def cli(
@@ -80,10 +82,11 @@ def cli(
     store: str,
     partitions: int,
     log_format: str,
+    log_level: str | None,
     verbose: int,
 ) -> None:
     """Event-sourced reward points on Kafka: write, project, replay and verify."""
-    configure_logging(log_format, verbose)
+    configure_logging(log_format, verbose, log_level)
     settings = from_env(
         bootstrap=bootstrap,
         topic_prefix=topic_prefix,

@@ -19,6 +19,7 @@ ENV_REPLICATION = "LEDGER_REPLICATION_FACTOR"
 ENV_MAX_AMOUNT = "LEDGER_MAX_AMOUNT"
 ENV_HOME = "LEDGER_HOME"
 ENV_LOG_FORMAT = "LEDGER_LOG_FORMAT"
+ENV_LOG_LEVEL = "LEDGER_LOG_LEVEL"  # DEBUG, INFO, WARNING (default), ERROR, CRITICAL
 ENV_CREDIT_KEY = "LEDGER_CREDIT_KEY"  # secret shared by processors: signs routed credits
 ENV_CREDIT_KEYS = "LEDGER_CREDIT_KEYS"  # other keys still accepted, comma-separated; never sign
 ENV_DEDUP_WINDOW = "LEDGER_DEDUP_WINDOW"  # how long command ids are remembered: 7d, 12h, 90s

@@ -9,6 +9,7 @@ from ledger.client import LedgerClient
 from ledger.codec import Codec
 from ledger.credits import CreditSigner
 from ledger.errors import UsageError
+from ledger.health import Endpoint
 from ledger.processor import CommandProcessor
 from ledger.processor.service import ProcessorClients, ProcessorTuning
 from ledger.settings import ENV_CREDIT_KEY, Settings
@@ -37,7 +38,7 @@ def build_processor(
     settings: Settings,
     instance_id: str,
     max_batch: int = 2000,
-    metrics_port: int | None = None,
+    endpoint: Endpoint | None = None,
     clients: ProcessorClients | None = None,
     tuning: ProcessorTuning | None = None,
 ) -> CommandProcessor:
@@ -49,10 +50,10 @@ def build_processor(
     processor = CommandProcessor(
         settings, codec(), instance_id, signer, tuning, clients or ProcessorClients(),
     )
-    if metrics_port is not None:
+    if endpoint is not None:
         from ledger.metrics import serve_processor_metrics
 
-        serve_processor_metrics(processor, metrics_port)
+        serve_processor_metrics(processor, endpoint)
     return processor
 
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from ledger.codec import Codec
-from ledger.errors import LedgerError, StoreUnavailableError, UsageError
+from ledger.errors import LedgerError, StoreError, StoreUnavailableError, UsageError
+from ledger.health import LIFECYCLE, Heartbeat, LatencyHistogram
 from ledger.kafka import make_consumer, unreachable
 from ledger.settings import Settings
 from projections.deadletter import DeadLetterSink
@@ -39,6 +42,7 @@ CONSUME_MAX = 10_000
 IDLE_POLL_S = 0.5
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 15.0
+UPKEEP_S = 2.0  # how often the loop measures lag and, when idle, pings the store (readiness)
 
 
 @dataclass
@@ -49,7 +53,7 @@ class ProjectorStats:
     dead_letters: int = 0
     conflicts: int = 0
     last_batch_ms: float = 0.0
-    lag: dict[str, int] = field(default_factory=dict)  # "topic[p]" -> records behind
+    lag: dict[PositionKey, int] = field(default_factory=dict)  # records behind the end
 
 
 def group_id(settings: Settings, store: ProjectionStore) -> str:
@@ -79,6 +83,13 @@ class Projector:
         self.ends: dict[PositionKey, int] = {}
         self._fatal: LedgerError | None = None
         self._stopping = False
+        # For the metrics server: loop liveness, batch latencies, readiness.
+        self.heartbeat = Heartbeat()
+        self.batch_latency = LatencyHistogram()
+        self.assigned = False  # an assignment (maybe empty) taken and not revoked since
+        self.store_problem = ""  # why the store failed its last batch or ping; '' if it did not
+        self.metrics_url = "off"
+        self._next_upkeep = 0.0
         self._aborting = False
         self.consumer: Consumer = make_consumer(
             settings, group_id(settings, store), **{"auto.offset.reset": "error"})
@@ -88,6 +99,11 @@ class Projector:
         self._stopping = True
 
     def run(self) -> ProjectorStats:
+        LIFECYCLE.info("project started: instance %s, brokers %s, topics %s, store %s, "
+                       "group %s, metrics %s", f"{socket.gethostname()}:{os.getpid()}",
+                       self.settings.bootstrap, " ".join(self.topics), self.store.url,
+                       group_id(self.settings, self.store), self.metrics_url)
+        self.heartbeat.beat()
         try:
             if self.until_caught_up:
                 self.ends = {k: hi for k, (_, hi) in
@@ -102,7 +118,11 @@ class Projector:
             self.ingest.reset()
             raise
         finally:
+            self.heartbeat.stop()
             self._close()
+            s = self.stats
+            LIFECYCLE.info("project stopped: %d events, %d records, %d dead-lettered in %d "
+                           "batches", s.events, s.records, s.dead_letters, s.batches)
         return self.stats
 
     def _start(self) -> None:
@@ -123,6 +143,8 @@ class Projector:
     def _loop(self) -> None:
         started = time.monotonic()
         while not self._stopping:
+            self.heartbeat.beat()
+            self._upkeep()
             left = self.batch_s - (time.monotonic() - started) if len(self.ingest) else IDLE_POLL_S
             want = min(CONSUME_MAX, self.batch_records - len(self.ingest))
             msgs = self._consume(max(want, 1), max(left, 0.0))
@@ -156,6 +178,7 @@ class Projector:
             ing.reset()
             self._resync()
             return
+        started = time.monotonic()
         audit = ing.audit()
         moved = self._moved_positions()
         batch = Batch(
@@ -164,7 +187,6 @@ class Projector:
             accounts=account_table(ing.accounts.values()) if ing.accounts else None,
             positions={k: (self.expected[k], new) for k, new in moved.items()})
         self.deadletter.send(ing.bad)
-        started = time.monotonic()
         try:
             self._apply(batch)
         except PositionConflict as e:
@@ -174,7 +196,9 @@ class Projector:
             self._resync()
             return
         self.expected.update(moved)
-        self.stats.last_batch_ms = (time.monotonic() - started) * 1000
+        seconds = time.monotonic() - started
+        self.stats.last_batch_ms = seconds * 1000
+        self.batch_latency.observe(seconds)
         self._count(len(ing), ing.event_count, len(ing.bad))
         ing.reset()
         self._measure_lag()
@@ -186,8 +210,28 @@ class Projector:
             _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, part),
                                                              cached=True)
             if high >= 0:
-                lag[f"{topic}[{part}]"] = max(0, high - pos)
+                lag[(topic, part)] = max(0, high - pos)
         self.stats.lag = lag
+
+    def _upkeep(self) -> None:
+        """Every few seconds: lag for the metrics and, when no batch is pending (a batch
+        tells of the store itself), a ping that tells readiness whether the store answers."""
+        now = time.monotonic()
+        if now < self._next_upkeep:
+            return
+        self._next_upkeep = now + UPKEEP_S
+        self._measure_lag()
+        if len(self.ingest):
+            return
+        try:
+            self.store.meta()
+        except StoreError as e:
+            self.store_problem = str(e)
+            if isinstance(e, StoreUnavailableError):
+                with contextlib.suppress(StoreError):
+                    self.store.reconnect()
+            return
+        self.store_problem = ""
 
     def _apply(self, batch: Batch) -> None:
         """Apply a batch, waiting out a store outage with backoff instead of dying.
@@ -200,12 +244,15 @@ class Projector:
         while True:
             try:
                 self.store.apply_batch(batch)
+                self.store_problem = ""
                 if delay > RETRY_FIRST_S:
                     LOG.warning("store %s is back; batch committed", self.store.url)
                 return
             except StoreUnavailableError as e:
+                self.store_problem = str(e)
                 if self._stopping:
                     raise
+                self.heartbeat.beat()  # waiting out an outage on purpose: alive, not ready
                 LOG.warning("store unavailable (%s); retrying in %.1fs", e, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
@@ -255,7 +302,8 @@ class Projector:
             return
         consumer.assign([TopicPartition(t, p, stored[(t, p)]) for t, p in keys])
         self.expected = {**self.expected, **{k: stored[k] for k in keys}}
-        LOG.info("assigned %s", _describe(keys))
+        self.assigned = True
+        LIFECYCLE.info("projector assigned %s", _describe(keys))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._fatal is None and not self._aborting:
@@ -272,6 +320,7 @@ class Projector:
         LOG.warning("lost %s", _describe([(tp.topic, tp.partition) for tp in partitions]))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = False
         for tp in partitions:
             self.expected.pop((tp.topic, tp.partition), None)
 

@@ -21,6 +21,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from ledger.health import LIFECYCLE
 from ledger.kafka import committed, make_consumer
 from ledger.processor.restore import ChangelogReader
 from ledger.processor.state import ProcessorStats
@@ -53,6 +54,7 @@ class GroupMember:
         self.consumer: Consumer | None = None
         self.owned: set[int] = set()
         self.epoch = 0  # changes with every assignment or revocation
+        self.assigned = False  # an assignment (maybe empty) taken and not released since
         self._budget = RestartBudget("consumer failed fatally")
 
     def owns(self, partition: int) -> bool:
@@ -151,7 +153,8 @@ class GroupMember:
         for tp in partitions:
             self.reader.restore(self.store, tp.partition)
             self.owned.add(tp.partition)
-        log.info("processor %s owns partitions %s", self.instance_id, sorted(self.owned))
+        self.assigned = True
+        LIFECYCLE.info("processor %s owns partitions %s", self.instance_id, sorted(self.owned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._release({tp.partition for tp in partitions})
@@ -164,6 +167,7 @@ class GroupMember:
 
     def _release(self, partitions: set[int]) -> None:
         self.epoch += 1
+        self.assigned = False
         self.owned -= partitions
         for partition in partitions:
             self.store.forget_cache(partition)

@@ -26,6 +26,7 @@ from ledger.codec import Codec
 from ledger.credits import CreditSigner
 from ledger.domain import DedupWindow
 from ledger.errors import InfrastructureError
+from ledger.health import LIFECYCLE, Heartbeat, LatencyHistogram
 from ledger.kafka import consume_ready, consumer_lag, make_consumer, make_producer, topic_partitions
 from ledger.processor.accounts_table import AccountsTable
 from ledger.processor.group import ConsumerFactory, GroupMember, fatal_error
@@ -97,7 +98,8 @@ class CommandProcessor:
                                 tuning.txn_timeout_s)
         self.topic = settings.topic("commands")
         self._stop = threading.Event()
-        self.running = False
+        self.heartbeat = Heartbeat()  # /healthz: the loop runs and goes round
+        self.batch_latency = LatencyHistogram()
         self.lag: dict[int, int] = {}  # records behind the end per owned partition (metrics)
         self.metrics_server: Any = None
         self._next_checkpoint = self._next_prune = 0.0
@@ -120,16 +122,18 @@ class CommandProcessor:
         self.txn.start()
         self.accounts.start()
         self.group.subscribe()
-        log.info("processor %s started on %s, state in %s", self.instance_id,
-                 self.settings.bootstrap, self.store.path)
+        metrics = self.metrics_server.url if self.metrics_server is not None else "off"
+        LIFECYCLE.info("serve started: instance %s, brokers %s, topics %s.*, state %s, "
+                       "metrics %s", self.instance_id, self.settings.bootstrap,
+                       self.settings.topic_prefix, self.store.path, metrics)
         if on_ready:
             on_ready()
-        self.running = True
+        self.heartbeat.beat()
         try:
             self._loop()
         finally:
-            self.running = False
-            log.info("processor %s stopping: %s", self.instance_id, self.stats)
+            self.heartbeat.stop()
+            LIFECYCLE.info("serve stopped: instance %s, %s", self.instance_id, self.stats)
             if self.consumer is not None:
                 self.consumer.close()
             self.accounts.stop()
@@ -140,6 +144,7 @@ class CommandProcessor:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self.heartbeat.beat()
             consumer = self.consumer
             assert consumer is not None
             epoch = self.group.epoch
@@ -217,7 +222,9 @@ class CommandProcessor:
         # collection; frozen, a collection sees only what the last batch made.
         gc.freeze()
         self.stats.batches += 1
-        self.stats.last_batch_ms = (time.monotonic() - started) * 1000
+        seconds = time.monotonic() - started
+        self.stats.last_batch_ms = seconds * 1000
+        self.batch_latency.observe(seconds)
 
     def _failed(self, e: KafkaException, firsts: dict[int, int]) -> None:
         err = e.args[0]

@@ -1,62 +1,29 @@
-"""Operating the processor: `serve --metrics-port` (Prometheus text, /healthz) and JSON logs."""
+"""Operating the processor: `serve --metrics-port` (Prometheus text, /healthz) and JSON logs.
+
+/readyz has tests of its own (test_readiness.py)."""
 
 from __future__ import annotations
 
 import json
-import socket
+import re
 import threading
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.client import LedgerClient
 from ledger.domain import Actor, Earn, OpenAccount, Spend
+from ledger.health import Endpoint
 from ledger.kafka import make_producer, partition_for
 from ledger.metrics import serve_processor_metrics
 from ledger.settings import Settings
 from ledger.wiring import build_processor
+from tests.integration.endpoints import free_port, get, samples, wait_until
 from tests.integration.ledger_helpers import cli_args
 from tests.integration.stacks import spawn, stop, wait_for_line
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """(sample name, sorted labels) -> value, parsed with Prometheus' own parser."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def wait_until(what: str, probe: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_serve_exposes_metrics_health_and_json_logs(settings: Settings, tmp_path: Path) -> None:
@@ -102,11 +69,16 @@ def test_serve_exposes_metrics_health_and_json_logs(settings: Settings, tmp_path
         rejected = {labels[0][1]: v for (name, labels), v in metrics.items()
                     if name == "ledger_commands_rejected_total"}
         assert rejected == {"insufficient_points": 2, "unknown_account": 1}
-        lag = {labels[0][1]: v for (name, labels), v in metrics.items()
-               if name == "ledger_consumer_lag"}
-        assert lag == {"0": 0, "1": 0, "2": 0}  # idle: caught up on every owned partition
-        assert 0 < metrics[("ledger_batch_latency_seconds", ())] < 10
-        assert metrics[("ledger_batches_total", ())] >= 1
+        lag = {tuple(labels): v for (name, labels), v in metrics.items()
+               if name == "ledger_consumer_lag_records"}
+        commands = settings.topic("commands")
+        assert lag == {(("partition", str(p)), ("topic", commands)): 0 for p in range(3)}
+        batches = metrics[("ledger_batches_total", ())]
+        assert batches >= 1
+        # A histogram of every committed batch: as many observations as batches.
+        assert metrics[("ledger_batch_latency_seconds_count", ())] == batches
+        assert metrics[("ledger_batch_latency_seconds_bucket", (("le", "+Inf"),))] == batches
+        assert 0 < metrics[("ledger_batch_latency_seconds_sum", ())] < 10 * batches
         assert metrics[("ledger_transactions_aborted_total", ())] == 0
         assert metrics[("ledger_consumer_rejoins_total", ())] == 0
         assert metrics[("ledger_producer_restarts_total", ())] == 0
@@ -116,6 +88,8 @@ def test_serve_exposes_metrics_health_and_json_logs(settings: Settings, tmp_path
     assert lines, "serve logged nothing"
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
+    utc_ms = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+    assert all(utc_ms.fullmatch(r["ts"]) for r in records), records[0]["ts"]
     messages = [r["msg"] for r in records]
     assert any("owns partitions [0, 1, 2]" in m for m in messages)
     assert any("dead-lettering" in m for m in messages)
@@ -124,7 +98,8 @@ def test_serve_exposes_metrics_health_and_json_logs(settings: Settings, tmp_path
 
 
 def test_health_before_start_and_lag_while_a_batch_is_held(settings: Settings) -> None:
-    """/healthz is 503 until the processor runs; lag counts the records not yet consumed."""
+    """/healthz is 503 until the processor's loop runs; lag counts the records not yet
+    consumed."""
     key = b"user:lagging"
     part = str(partition_for(key, settings.partitions))
     producer = make_producer(settings)
@@ -133,9 +108,9 @@ def test_health_before_start_and_lag_while_a_batch_is_held(settings: Settings) -
     producer.flush(10)
 
     processor = build_processor(settings, "lagging", max_batch=1)
-    server = serve_processor_metrics(processor, 0)
+    server = serve_processor_metrics(processor, Endpoint(0))
     code, body = get(server.port, "/healthz")
-    assert code == 503 and json.loads(body)["ok"] is False
+    assert code == 503 and json.loads(body)["reason"] == "loop not running", body
 
     release, held = threading.Event(), threading.Event()
     process_batch = processor._process_batch
@@ -153,15 +128,16 @@ def test_health_before_start_and_lag_while_a_batch_is_held(settings: Settings) -
         code, body = get(server.port, "/healthz")
         assert code == 200 and json.loads(body)["partitions"] == [0, 1, 2], body
         metrics = samples(get(server.port, "/metrics")[1])
-        lag = metrics[("ledger_consumer_lag", (("partition", part),))]
+        lag_of = ("ledger_consumer_lag_records",
+                  (("partition", part), ("topic", settings.topic("commands"))))
+        lag = metrics[lag_of]
         assert lag == 29  # one record consumed (and held), 29 behind it
         assert metrics[("ledger_dead_letters_total", ())] == 0
         release.set()
 
         def drained() -> bool:
             got = samples(get(server.port, "/metrics")[1])
-            return got.get(("ledger_dead_letters_total", ())) == 30 and got.get(
-                ("ledger_consumer_lag", (("partition", part),))) == 0
+            return got.get(("ledger_dead_letters_total", ())) == 30 and got.get(lag_of) == 0
 
         wait_until("the backlog to drain", drained)
     finally:

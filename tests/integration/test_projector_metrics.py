@@ -2,66 +2,50 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.settings import Settings
+from tests.integration.endpoints import Samples, free_port, get, get_json, samples, wait_until
 from tests.integration.journal_factory import ledger_argv, write_journal
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {f.name: [(s.labels, s.value) for s in f.samples]
-            for f in text_string_to_metric_families(text)}
 
 
 def test_projector_metrics_and_health(make_settings: Callable[..., Settings],
                                       tmp_path: Path) -> None:
     settings = make_settings(partitions=3)
     journal = write_journal(settings, 2_000, txn_size=500)
-    port = _free_port()
+    port = free_port()
     url = f"duckdb:///{tmp_path / 'm.duckdb'}"
     proc = subprocess.Popen([*ledger_argv(settings, url), "project", "--batch-ms", "50",
                              "--metrics-port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    events = ("ledger_projected_events_total", ())
+
+    def all_projected() -> Samples | None:
+        code, text = get(port, "/metrics")  # nothing listens for a moment after the start
+        got = samples(text) if code == 200 else {}
+        return got if got.get(events) == len(journal.events) else None
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                metrics = _scrape(port)
-                if metrics["ledger_projected_events"][0][1] >= len(journal.events):
-                    break
-            except (OSError, KeyError, IndexError):
-                pass
-            assert time.monotonic() < deadline, "projector never reported all events"
-            time.sleep(0.2)
-        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
-                                                   timeout=5).read())
+        metrics = wait_until("the projector to report every event", all_projected)
+        code, health = get_json(port, "/healthz")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
-    assert metrics["ledger_projected_events"][0][1] == len(journal.events)
-    lag = metrics["ledger_consumer_lag"]
-    assert {labels["partition"] for labels, _ in lag} >= {
-        f"{settings.topic('events')}[{p}]" for p in range(3)}
-    assert all(value == 0 for _, value in lag)
-    assert metrics["ledger_dead_letters"][0][1] == 0
-    assert health["ok"] is True and health["batches"] >= 1
+    assert code == 200 and health["ok"] is True and health["batches"] >= 1, health
+    lag = {labels: v for (name, labels), v in metrics.items()
+           if name == "ledger_consumer_lag_records"}
+    assert lag == {(("partition", str(p)), ("topic", settings.topic(t))): 0
+                   for t in ("accounts", "events") for p in range(3)}
+    assert metrics[("ledger_dead_letters_total", ())] == 0
+    batches = metrics[("ledger_batches_total", ())]
+    # A histogram of every committed batch: as many observations as batches.
+    assert metrics[("ledger_batch_latency_seconds_bucket", (("le", "+Inf"),))] == batches >= 1
+    assert metrics[("ledger_batch_latency_seconds_count", ())] == batches

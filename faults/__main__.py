@@ -67,7 +67,7 @@ def scenario(name: str, argv: list[str]) -> None:
         p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers.")
     else:
         p.add_argument("--kills", type=int, default=20, help="Coordinator kills.")
-        p.add_argument("--base-port", type=int, default=21092,
+        p.add_argument("--base-port", type=int, default=14092,
                        help="First broker port tried for the private 3-broker cluster.")
     p.add_argument("--seed", type=int, default=1, help="Seed of the workload and schedule.")
     p.add_argument("--commands", type=int, default=None, help="Commands to send (at most).")

@@ -46,7 +46,6 @@ from faults.history import History
 from faults.workload import opens
 from ledger import devstack
 from ledger import devstack_kafka as dkafka
-from ledger import devstack_proc as dproc
 from ledger.errors import InfrastructureError
 from ledger.kafka import make_admin
 from ledger.settings import Settings, default_home
@@ -60,7 +59,9 @@ class CoordinatorConfig:
     workdir: Path
     seed: int = 1
     kills: int = 20
-    base_port: int = 21092  # first free base from here in steps of 100 (controllers +10000)
+    # First free base from here (devstack.free_base; below the ephemeral range, and apart
+    # from the test stacks' ports: tests/integration/stacks.py, FAULTS_KAFKA).
+    base_port: int = 14092
     jars_dir: Path | None = None  # default: the dev stack's Kafka jars
     partitions: int = 6
     instances: int = 1
@@ -131,14 +132,6 @@ def under_replicated(admin: AdminClient) -> int:
                if p.leader < 0 or len(p.isrs) < len(p.replicas))
 
 
-def free_base(start: int, brokers: int = 3) -> int:
-    for base in range(start, 22800, 100):
-        spec = dkafka.ClusterSpec(brokers, base)
-        if all(dproc.port_free(p) for n in spec.node_ids for p in spec.node_ports(n)):
-            return base
-    raise RuntimeError(f"no free ports for a {brokers}-broker cluster from {start}")
-
-
 def run_coordinator(cfg: CoordinatorConfig) -> ScenarioReport:
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     with client_logs(cfg.workdir):
@@ -153,7 +146,7 @@ def _run_coordinator(cfg: CoordinatorConfig) -> ScenarioReport:
     jars = cfg.jars_dir or dkafka.default_jars_dir(default_home())
     prefix = unique_prefix("coord", cfg.seed)
     report = ScenarioReport("coordinator", cfg.seed, prefix)
-    base = free_base(cfg.base_port)
+    base = devstack.free_base(cfg.base_port, 3)
     note(f"coordinator seed {cfg.seed}: starting 3 brokers from port {base} in {home}")
     info = devstack.up(home, brokers=3, base_port=base, jars_dir=jars)
     assert info.bootstrap is not None

@@ -25,6 +25,12 @@ from ledger import devstack_proc as proc
 from ledger.errors import InfrastructureError, UsageError
 
 SIZES = (1, 3)
+# Linux hands outgoing connections local ports from 32768 up (ip_local_port_range): a port
+# there can be held by some client's connection (or its TIME_WAIT) just when a broker starts
+# or restarts on it. Stacks placed by free_base keep every port below it.
+EPHEMERAL_FLOOR = 32768
+BASE_STEP = 100
+BASE_TRIES = 6
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,28 @@ def up(
     if postgres:
         pg.up(home, pg_port)
     return status(home)
+
+
+def stack_ports(spec: kafka.ClusterSpec) -> list[int]:
+    """Every port a cluster of this shape listens on (brokers, controllers, TLS)."""
+    return [p for n in spec.node_ids for p in spec.node_ports(n)]
+
+
+def candidate_bases(start: int, brokers: int, auth: bool = False,
+                    tries: int = BASE_TRIES) -> list[int]:
+    """The base ports free_base tries: from start in steps of 100, all ports below the floor."""
+    bases = (start + BASE_STEP * i for i in range(tries))
+    return [b for b in bases
+            if max(stack_ports(kafka.ClusterSpec(brokers, b, auth))) < EPHEMERAL_FLOOR]
+
+
+def free_base(start: int, brokers: int, auth: bool = False, tries: int = BASE_TRIES) -> int:
+    """The first candidate base port (see candidate_bases) whose every port is free."""
+    for base in candidate_bases(start, brokers, auth, tries):
+        if all(proc.port_free(p) for p in stack_ports(kafka.ClusterSpec(brokers, base, auth))):
+            return base
+    raise InfrastructureError(
+        f"no free ports below {EPHEMERAL_FLOOR} for a {brokers}-broker stack from {start}")
 
 
 def _check_request(home: Path, spec: kafka.ClusterSpec) -> kafka.ClusterSpec:

@@ -28,9 +28,10 @@ from ledger.settings import (
 )
 from ledger.topics import create_topics
 from tests.integration.ledger_helpers import TEST_CREDIT_KEY
+from tests.integration.stacks import SESSION_KAFKA, SESSION_PG
 
-TEST_KAFKA_PORT = int(os.environ.get(ENV_TEST_KAFKA_PORT, "18092"))
-TEST_PG_PORT = int(os.environ.get(ENV_TEST_PG_PORT, "26432"))
+TEST_KAFKA_PORT = int(os.environ.get(ENV_TEST_KAFKA_PORT, str(SESSION_KAFKA.base)))
+TEST_PG_PORT = int(os.environ.get(ENV_TEST_PG_PORT, str(SESSION_PG.first)))
 
 
 @pytest.fixture(scope="session")

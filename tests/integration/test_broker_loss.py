@@ -37,7 +37,13 @@ from ledger.domain import Actor, Earn
 from ledger.settings import Settings
 from ledger.topics import create_topics, describe_topics
 from tests.integration.ledger_helpers import cli_args, journal, spawn_processor
-from tests.integration.stacks import JARS, free_base, require_java, stop, wait_for_line
+from tests.integration.stacks import (
+    BROKER_LOSS_KAFKA,
+    JARS,
+    require_java,
+    stop,
+    wait_for_line,
+)
 from tests.integration.workload import Workload
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,9 +60,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_java()
     home = tmp_path_factory.mktemp("cluster3")
     try:
-        # Below 22768 every port (controllers at +10000) is outside Linux's ephemeral range,
-        # so a client connection cannot take a killed broker's port before it restarts.
-        info = devstack.up(home, brokers=3, base_port=free_base(22092, 3), jars_dir=JARS)
+        # Below Linux's ephemeral range (stacks.py), so a client connection cannot take a
+        # killed broker's port before it restarts.
+        info = devstack.up(home, brokers=3, base_port=BROKER_LOSS_KAFKA.pick(), jars_dir=JARS)
         assert info.bootstrap is not None
         yield Cluster(home, info.bootstrap)
     finally:

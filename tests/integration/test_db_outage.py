@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from ledger import devstack, devstack_postgres
-from ledger.devstack_proc import port_free
 from ledger.settings import Settings
 from projections.factory import open_store
 from projections.sql_store import SqlProjectionStore
@@ -23,6 +22,7 @@ from tests.integration.journal_factory import (
     make_journal,
     store_state,
 )
+from tests.integration.stacks import OUTAGE_PG
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +30,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def private_pg(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """A Postgres of this test's own, which it may stop and start."""
-    port = next(p for p in range(36432, 36532) if port_free(p))
     home = tmp_path / "pg-home"
-    devstack_postgres.up(home, port=port)
+    port = devstack_postgres.up(home, port=OUTAGE_PG.first).port
     yield home, port
     devstack.down(home, wipe=True)
 

@@ -1,7 +1,7 @@
 """The dev stack against real processes: a private home and non-default ports.
 
-Ports from 29092 up (the first free block; controllers +10000) and 25432 keep clear of a
-session stack on 9092/5432.
+Ports from tests/integration/stacks.py (DEVSTACK_KAFKA, DEVSTACK_PG): below the ephemeral
+range and clear of the session stack and of the default stack `make demo` leaves running.
 Jars come from the shared cache so each temporary home does not refetch them. Auth mode
 (`--auth`) is tested together with its clients in test_security.py.
 """
@@ -26,14 +26,14 @@ from ledger import devstack_postgres as dpg
 from ledger import devstack_proc as dproc
 from ledger.errors import UsageError
 from ledger.settings import default_home
-from tests.integration.stacks import free_base
+from tests.integration.stacks import DEVSTACK_KAFKA, DEVSTACK_PG
 
 pytestmark = pytest.mark.integration
 
-# Free at collection time from 29092 up (controllers at +10000): a fixed base collided
-# with other stacks (benchmarks pick free ports too) on a shared machine.
-BASE = free_base(29092, 3)
-PG_PORT = 25432
+# The first free block at collection time: a fixed base collided with other stacks
+# (benchmarks pick free ports too) on a shared machine.
+BASE = DEVSTACK_KAFKA.pick()
+PG_PORT = DEVSTACK_PG.first
 JARS = dkafka.default_jars_dir(default_home())
 
 if shutil.which("java") is None or shutil.which("mvn") is None:

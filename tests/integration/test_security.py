@@ -33,8 +33,9 @@ from ledger.client import LedgerClient
 from ledger.errors import InfrastructureError, UsageError
 from ledger.settings import Settings, read_kafka_config
 from tests.integration.stacks import (
+    AUTH_CLUSTER_KAFKA,
+    AUTH_KAFKA,
     JARS,
-    free_base,
     ledger_argv,
     require_java,
     spawn,
@@ -80,7 +81,7 @@ def _wrong_password_config(home: Path, config: Path, password: str, wrong: str) 
 def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthStack]:
     require_java()
     home = tmp_path_factory.mktemp("authstack")
-    base = free_base(20092, 1, True)
+    base = AUTH_KAFKA.pick()
     try:
         started = time.monotonic()
         info = devstack.up(home, brokers=1, auth=True, base_port=base, jars_dir=JARS)
@@ -348,7 +349,7 @@ def test_three_brokers_with_auth(tmp_path: Path) -> None:
     require_java()
     home = tmp_path / "auth3"
     try:
-        info = devstack.up(home, brokers=3, auth=True, base_port=free_base(21092, 3, True),
+        info = devstack.up(home, brokers=3, auth=True, base_port=AUTH_CLUSTER_KAFKA.pick(),
                            jars_dir=JARS)
         assert info.tls_bootstrap and info.tls_config and info.bootstrap and info.client_config
         prefix = f"sec{uuid.uuid4().hex[:8]}"

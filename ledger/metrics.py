@@ -51,7 +51,8 @@ def _spec(name: str, kind: str, help: str, *labels: str) -> MetricSpec:
 BATCHES = _spec("ledger_batches_total", "counter",
                 "Batches committed: serve's Kafka transactions, project's store transactions.")
 BATCH_LATENCY = _spec("ledger_batch_latency_seconds", "histogram",
-                      "A committed batch from its first record in hand to its commit.")
+                      "Time from a batch's records in hand to its commit: serve decides and "
+                      "commits the transaction, project builds rows and commits them.")
 DEAD_LETTERS = _spec("ledger_dead_letters_total", "counter",
                      "Records sent to the dead-letter topic.")
 LAG = _spec("ledger_consumer_lag_records", "gauge",

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from cli.context import settings_of
-from cli.options import endpoint_options, json_option, query_timeout_option
+from cli.options import endpoint_options, json_option, query_timeout_option, reset_option
 from ledger.errors import RejectedError, UsageError
 from ledger.health import Endpoint
 from ledger.kafka import check_reachable
@@ -23,16 +23,20 @@ from ledger.metrics import serve_projector_metrics
 from ledger.settings import Settings
 from ledger.topics import guard_topics
 from projections.factory import open_duckdb, open_store
+from projections.identity import check_journal, journal_of
 from projections.projector import Projector
 from projections.query import run_query
 from projections.replay import Replay
-from projections.store import ProjectionStore
+from projections.store import JournalIdentity, ProjectionStore
 from projections.times import iso_ms, parse_as_of
 from projections.verify import verify as verify_store
 
 
-def _reach_kafka(settings: Settings) -> None:
-    guard_topics(settings, check_reachable(settings))
+def _reach_kafka(settings: Settings) -> JournalIdentity:
+    """Refuse unusable topics; the journal the settings name."""
+    admin = check_reachable(settings)
+    guard_topics(settings, admin)
+    return journal_of(settings, admin)
 
 
 @click.command()
@@ -42,17 +46,21 @@ def _reach_kafka(settings: Settings) -> None:
               help="Most records per store transaction.")
 @click.option("--batch-ms", type=click.IntRange(min=1), default=200, show_default=True,
               help="Longest time a batch collects records before it is written.")
+@reset_option
 @endpoint_options
 @click.pass_context
 def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
-            batch_ms: int, endpoint: Endpoint | None) -> None:
+            batch_ms: int, reset: bool, endpoint: Endpoint | None) -> None:
     """Project accounts and journal events into --store; resumes at the stored positions.
 
-    Several projectors against one Postgres store share the partitions."""
+    Several projectors against one Postgres store share the partitions. A store projects
+    one journal: another is refused (exit 2) unless --reset."""
     settings = settings_of(ctx)
-    _reach_kafka(settings)
+    journal = _reach_kafka(settings)
     started = time.monotonic()
     with open_store(settings.store) as store:
+        if reset:
+            store.reset_projection(journal)
         projector = Projector(settings, store, until_caught_up=until_caught_up,
                               batch_records=batch_records, batch_ms=batch_ms)
 
@@ -80,10 +88,13 @@ def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
               help="Write a standalone DuckDB file instead; --store is left untouched.")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress line on stderr (default: when stderr is a terminal).")
+@reset_option
 @click.pass_context
 def replay(ctx: click.Context, as_of: str | None, out: str | None,
-           progress: bool | None) -> None:
-    """Rebuild from offset zero into shadow tables, check them, swap them in atomically."""
+           progress: bool | None, reset: bool) -> None:
+    """Rebuild from offset zero into shadow tables, check them, swap them in atomically.
+
+    A store projects one journal: another is refused (exit 2) unless --reset."""
     settings = settings_of(ctx)
     as_of_ms = parse_as_of(as_of) if as_of is not None else None
     _reach_kafka(settings)
@@ -91,7 +102,7 @@ def replay(ctx: click.Context, as_of: str | None, out: str | None,
     started = time.monotonic()
     with _open_target(settings, out) as store:
         bar = progress_line("replay") if show else None
-        result = Replay(settings, store, as_of=as_of_ms, progress=bar).run()
+        result = Replay(settings, store, as_of=as_of_ms, progress=bar, reset=reset).run()
     elapsed = time.monotonic() - started
     when = f" as of {iso_ms(as_of_ms)}" if as_of_ms is not None else ""
     click.echo(f"replayed {result.events} events{when} ({result.accounts} accounts, "
@@ -118,8 +129,9 @@ def _open_target(settings: Settings, out: str | None) -> ProjectionStore:
 def verify(ctx: click.Context, as_json: bool) -> None:
     """Prove the store against the journal: invariants, checksum, diff; exit 1 on violations."""
     settings = settings_of(ctx)
-    _reach_kafka(settings)
+    journal = _reach_kafka(settings)
     with open_store(settings.store, read_only=True) as store:
+        check_journal(store, journal)
         report = verify_store(settings, store)
     if as_json:
         click.echo(json.dumps(report.as_json()))

@@ -57,6 +57,12 @@ query_timeout_option = click.option(
     show_default=True,
     help="Seconds the query may run before it is stopped.",
 )
+reset_option = click.option(
+    "--reset",
+    is_flag=True,
+    help="Wipe the store, even one that projects another journal (another topic prefix or "
+    "Kafka cluster), and project this journal from offset zero.",
+)
 reason_option = click.option(
     "--reason",
     default="",

@@ -32,6 +32,7 @@ from ledger.health import LIFECYCLE, Heartbeat, LatencyHistogram
 from ledger.kafka import make_consumer, unreachable
 from ledger.settings import Settings
 from projections.deadletter import DeadLetterSink
+from projections.identity import claim_journal, journal_of
 from projections.ingest import Ingest
 from projections.log import TIMEOUT_S, check_log_start, watermarks
 from projections.rows import account_table, balance_deltas
@@ -105,6 +106,7 @@ class Projector:
                        group_id(self.settings, self.store), self.metrics_url)
         self.heartbeat.beat()
         try:
+            claim_journal(self.store, journal_of(self.settings, self.consumer))
             if self.until_caught_up:
                 self.ends = {k: hi for k, (_, hi) in
                              watermarks(self.consumer, self.settings, self.topics).items()}

@@ -27,6 +27,7 @@ from ledger.errors import StoreError
 from ledger.kafka import make_consumer
 from ledger.settings import Settings
 from projections.checksum import balance_checksum
+from projections.identity import check_journal, journal_of
 from projections.ingest import BadRecord
 from projections.log import Ranges, watermarks
 from projections.parallel import Decoded, decode_parallel, decode_ranges
@@ -37,7 +38,13 @@ from projections.rows import (
     merge_summaries,
     summarize,
 )
-from projections.store import PartitionSummary, PositionKey, ProjectionStore, Snapshot
+from projections.store import (
+    JournalIdentity,
+    PartitionSummary,
+    PositionKey,
+    ProjectionStore,
+    Snapshot,
+)
 
 LOG = logging.getLogger("ledger.replay")
 MAX_WORKERS = 8
@@ -62,8 +69,10 @@ class Replay:
 
     def __init__(self, settings: Settings, store: ProjectionStore, *, as_of: int | None = None,
                  batch_records: int = BATCH_RECORDS, progress: Progress | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, reset: bool = False) -> None:
         self.settings = settings
+        self.reset = reset  # replace the projection of another journal (else refused)
+        self.journal = JournalIdentity(settings.topic_prefix, "")
         self.store = store
         self.as_of = as_of
         self.batch_records = batch_records
@@ -99,9 +108,12 @@ class Replay:
     def _run(self) -> ReplayResult:
         consumer = make_consumer(self.settings, None)
         try:
+            self.journal = journal_of(self.settings, consumer)
             ranges = self._ranges(consumer)
         finally:
             consumer.close()
+        if not self.reset:
+            check_journal(self.store, self.journal)
         self.store.begin_rebuild()
         try:
             self._finish(self._read(ranges))
@@ -186,7 +198,7 @@ class Replay:
     def _finish(self, snapshot: Snapshot) -> None:
         self.store.finish_rebuild(snapshot)
         self._check_shadow()
-        self.store.swap_rebuild(self.as_of)
+        self.store.swap_rebuild(self.as_of, self.journal)
         for b in self.result.bad:
             LOG.warning("undecodable record %s[%d]@%d left out: %s", b.topic, b.partition,
                         b.offset, b.error)
@@ -221,7 +233,7 @@ def default_workers() -> int:
 
 def replay(settings: Settings, store: ProjectionStore, *, as_of: int | None = None,
            progress: Progress | None = None, batch_records: int = BATCH_RECORDS,
-           workers: int | None = None) -> ReplayResult:
+           workers: int | None = None, reset: bool = False) -> ReplayResult:
     """Rebuild store from the journal's offset zero (see Replay)."""
     return Replay(settings, store, as_of=as_of, progress=progress,
-                  batch_records=batch_records, workers=workers).run()
+                  batch_records=batch_records, workers=workers, reset=reset).run()

@@ -16,15 +16,19 @@ from typing import Any, Self
 
 import pyarrow as pa
 
+from ledger.errors import JournalMismatchError
 from projections.checksum import balance_checksum
 from projections.store import (
     META_AS_OF,
+    META_JOURNAL_CLUSTER,
+    META_JOURNAL_PREFIX,
     META_STORE_ID,
     POSITION_SCHEMA,
     AccountRow,
     AuditRow,
     BalanceRow,
     Batch,
+    JournalIdentity,
     PartitionSummary,
     PositionConflict,
     PositionKey,
@@ -64,6 +68,8 @@ UPSERT_ACCOUNTS = """INSERT INTO accounts (account, type, floor, status, opened_
     ON CONFLICT (account) DO UPDATE SET type = excluded.type, floor = excluded.floor,
         status = excluded.status, opened_at = excluded.opened_at,
         command_id = excluded.command_id"""
+SET_META = """INSERT INTO projection_meta VALUES (?, ?)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value"""
 MOVE_POSITION = """UPDATE projection_positions SET next_offset = ?
     WHERE topic = ? AND "partition" = ? AND next_offset = ? RETURNING "partition" """
 AUDIT_COLUMNS = """event_id, command_id, kind, posting, account, amount, actor, reason,
@@ -92,6 +98,8 @@ def _int(value: Any) -> int:
 
 class SqlProjectionStore(ABC):
     """ProjectionStore over a SQL connection; subclasses are the adapters."""
+
+    _journal: JournalIdentity | None = None  # claimed through this object: claims check it
 
     # -- adapter primitives ---------------------------------------------------------------
     @property
@@ -164,6 +172,53 @@ class SqlProjectionStore(ABC):
     def store_id(self) -> str:
         return self.meta()[META_STORE_ID]
 
+    # -- the journal projected ----------------------------------------------------------------
+    def journal(self) -> JournalIdentity | None:
+        with self._transaction():
+            return self._recorded_journal()
+
+    def claim_journal(self, journal: JournalIdentity) -> JournalIdentity:
+        with self._transaction():
+            self._lock_schema()
+            held = self._recorded_journal()
+            if held is None:
+                self._record_journal(journal)
+                held = journal
+        if held.matches(journal):
+            self._journal = journal
+        return held
+
+    def reset_projection(self, journal: JournalIdentity) -> None:
+        with self._transaction():
+            self._lock_schema()
+            for name in LIVE_TABLES:
+                self._execute(f"DELETE FROM {name}")
+            self._execute("DELETE FROM projection_meta WHERE key <> ?", (META_STORE_ID,))
+            self._record_journal(journal)
+        self._journal = journal
+
+    def _recorded_journal(self) -> JournalIdentity | None:
+        meta: dict[str, str] = dict(self._execute(
+            "SELECT key, value FROM projection_meta WHERE key IN (?, ?)",
+            (META_JOURNAL_PREFIX, META_JOURNAL_CLUSTER)))
+        if META_JOURNAL_PREFIX not in meta:
+            return None
+        return JournalIdentity(meta[META_JOURNAL_PREFIX], meta.get(META_JOURNAL_CLUSTER, ""))
+
+    def _record_journal(self, journal: JournalIdentity) -> None:
+        self._execute(SET_META, (META_JOURNAL_PREFIX, journal.prefix))
+        self._execute(SET_META, (META_JOURNAL_CLUSTER, journal.cluster_id))
+
+    def _check_journal(self) -> None:
+        """Inside a claim's transaction: the store still projects the journal claimed."""
+        if self._journal is None:
+            return
+        held = self._recorded_journal()
+        if held is None or not held.matches(self._journal):
+            raise JournalMismatchError(
+                f"store {self.url} now projects {held or 'no journal'}, not {self._journal} "
+                "(reset by another process?)")
+
     # -- positions and live batches ---------------------------------------------------------
     def positions(self, shadow: bool = False) -> dict[PositionKey, int]:
         table = f"projection_positions{shadow_suffix(shadow)}"
@@ -174,6 +229,7 @@ class SqlProjectionStore(ABC):
     def claim_positions(self, keys: Iterable[PositionKey]) -> dict[PositionKey, int]:
         wanted = set(keys)
         with self._transaction():
+            self._check_journal()
             for topic, partition in sorted(wanted):
                 self._execute("INSERT INTO projection_positions VALUES (?, ?, 0) "
                               "ON CONFLICT DO NOTHING", (topic, partition))
@@ -224,7 +280,7 @@ class SqlProjectionStore(ABC):
             for stmt in self._index_ddl(shadow=True):
                 self._execute(stmt)
 
-    def swap_rebuild(self, as_of: int | None) -> None:
+    def swap_rebuild(self, as_of: int | None, journal: JournalIdentity | None = None) -> None:
         with self._transaction():
             self._lock_schema()
             for name in LIVE_TABLES:
@@ -235,6 +291,8 @@ class SqlProjectionStore(ABC):
             self._execute("DELETE FROM projection_meta WHERE key = ?", (META_AS_OF,))
             if as_of is not None:
                 self._execute("INSERT INTO projection_meta VALUES (?, ?)", (META_AS_OF, str(as_of)))
+            if journal is not None:
+                self._record_journal(journal)
         self._release_rebuild()
 
     def abandon_rebuild(self) -> None:

@@ -10,7 +10,8 @@ Tables (names fixed; analysts rely on them):
   audit_log(event_id, command_id, kind, posting, account, amount, actor, reason,
             occurred_at, reverses_event_id, topic, partition, offset)
   projection_positions(topic, partition, next_offset)
-  projection_meta(key, value)
+  projection_meta(key, value): store_id; journal_prefix and journal_cluster_id, the
+      journal the store projects (one store, one journal); as_of of a replayed snapshot
 Timestamps are UTC, stored as TIMESTAMP without time zone in both stores.
 """
 
@@ -48,6 +49,23 @@ POSITION_SCHEMA = pa.schema([
 ])
 META_AS_OF = "as_of"  # epoch ms of a replay --as-of snapshot; absent on a live store
 META_STORE_ID = "store_id"
+META_JOURNAL_PREFIX = "journal_prefix"  # the topic prefix of the journal projected
+META_JOURNAL_CLUSTER = "journal_cluster_id"  # the Kafka cluster id of that journal
+
+
+@dataclass(frozen=True)
+class JournalIdentity:
+    """Which journal a store projects: its topic prefix on one Kafka cluster."""
+
+    prefix: str
+    cluster_id: str  # '' where unknown (a store made before identities were recorded)
+
+    def matches(self, other: JournalIdentity) -> bool:
+        return self.prefix == other.prefix and (
+            self.cluster_id == other.cluster_id or "" in (self.cluster_id, other.cluster_id))
+
+    def __str__(self) -> str:
+        return f"prefix {self.prefix!r} on Kafka cluster {self.cluster_id or '(unknown)'}"
 
 
 class PositionConflict(StoreError):
@@ -151,6 +169,18 @@ class ProjectionStore(Protocol):
     def meta(self) -> dict[str, str]:
         """projection_meta as a dict (for example the as_of of a replayed snapshot)."""
 
+    def journal(self) -> JournalIdentity | None:
+        """The journal recorded in projection_meta, if any."""
+
+    def claim_journal(self, journal: JournalIdentity) -> JournalIdentity:
+        """Record journal unless the store records one already; return the recorded one.
+
+        From then on claim_positions refuses (JournalMismatchError) once the store
+        records another journal (a --reset by another process)."""
+
+    def reset_projection(self, journal: JournalIdentity) -> None:
+        """Empty every live table and projection_meta (but store_id); record journal."""
+
     def positions(self, shadow: bool = False) -> dict[PositionKey, int]:
         """Stored next offsets per (topic, partition)."""
 
@@ -169,8 +199,9 @@ class ProjectionStore(Protocol):
     def finish_rebuild(self, snapshot: Snapshot) -> None:
         """Write accounts, balances, positions into the shadow tables; index them."""
 
-    def swap_rebuild(self, as_of: int | None) -> None:
-        """Replace the live tables with the shadow ones in one transaction; record as_of."""
+    def swap_rebuild(self, as_of: int | None, journal: JournalIdentity | None = None) -> None:
+        """Replace the live tables with the shadow ones in one transaction; record as_of
+        and the journal they hold."""
 
     def abandon_rebuild(self) -> None:
         """Drop the shadow tables."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from ledger.errors import StoreError
+from ledger.errors import JournalMismatchError, StoreError
 from projections.checksum import balance_checksum
 from projections.decode import Event, EventColumns
 from projections.factory import open_store
@@ -27,6 +27,7 @@ from projections.store import (
     BALANCE_SCHEMA,
     TS,
     Batch,
+    JournalIdentity,
     PartitionSummary,
     PositionConflict,
     Snapshot,
@@ -312,3 +313,62 @@ def test_balance_checksum_is_the_reference_one(store: SqlProjectionStore) -> Non
     store.swap_rebuild(as_of=None)
     assert store.balance_checksum() == balance_checksum(store.balance_pairs())
     assert store.balance_checksum() == balance_checksum(zip(names, amounts, strict=True))
+
+
+A = JournalIdentity("a", "cluster-1")
+B = JournalIdentity("b", "cluster-1")
+
+
+def test_a_store_records_the_first_journal_claimed(store: SqlProjectionStore) -> None:
+    assert store.journal() is None
+    assert store.claim_journal(A) == A and store.journal() == A
+    assert store.claim_journal(B) == A  # recorded already: the caller refuses
+    assert store.claim_journal(JournalIdentity("a", "cluster-2")) == A
+    assert store.meta().keys() == {"store_id", "journal_prefix", "journal_cluster_id"}
+
+
+def test_a_claimed_store_refuses_positions_once_another_journal_took_it(
+        store_url: str, store: SqlProjectionStore) -> None:
+    store.claim_journal(A)
+    store.claim_positions([(TOPIC, 0)])
+    store.apply_batch(batch((E1, 0, 0), positions={(TOPIC, 0): (0, 1)}))
+    with open_store(store_url) as other:  # another process, say
+        other.reset_projection(B)
+    with pytest.raises(JournalMismatchError, match="prefix 'b'"):
+        store.claim_positions([(TOPIC, 0)])
+
+
+def test_reset_empties_the_projection_and_records_the_journal(
+        store: SqlProjectionStore) -> None:
+    first = store.store_id()
+    store.begin_rebuild()
+    store.finish_rebuild(Snapshot(account_table([]), BalanceAccumulator().table(), {}))
+    store.swap_rebuild(as_of=5, journal=A)
+    store.claim_positions([(TOPIC, 0)])
+    store.apply_batch(batch((E1, 0, 0), positions={(TOPIC, 0): (0, 1)},
+                            accounts=[account("user:a")]))
+    store.reset_projection(B)
+    assert "as_of" not in store.meta()
+    assert store.positions() == {} and dict(store.balance_pairs()) == {}
+    assert store.history("user:a") == [] and store.account("user:a") is None
+    assert store.journal() == B and store.store_id() == first
+    assert store.claim_positions([(TOPIC, 0)]) == {(TOPIC, 0): 0}
+
+
+def test_a_swap_records_the_journal_rebuilt(store: SqlProjectionStore) -> None:
+    store.claim_journal(A)
+    store.begin_rebuild()
+    store.finish_rebuild(Snapshot(account_table([]), BalanceAccumulator().table(), {}))
+    store.swap_rebuild(as_of=None, journal=B)
+    assert store.journal() == B
+    store.begin_rebuild()
+    store.finish_rebuild(Snapshot(account_table([]), BalanceAccumulator().table(), {}))
+    store.swap_rebuild(as_of=7)
+    assert store.journal() == B and store.meta()["as_of"] == "7"
+
+
+def test_journal_identities_match_on_prefix_and_known_cluster() -> None:
+    assert A.matches(JournalIdentity("a", "cluster-1"))
+    assert A.matches(JournalIdentity("a", "")) and JournalIdentity("a", "").matches(A)
+    assert not A.matches(B) and not A.matches(JournalIdentity("a", "cluster-2"))
+    assert str(A) == "prefix 'a' on Kafka cluster cluster-1"

@@ -1,8 +1,10 @@
 """The real stack for the whole test session: one Kafka broker and one Postgres.
 
 LEDGER_TEST_BOOTSTRAP / LEDGER_TEST_POSTGRES point the tests at servers that are
-already running; otherwise the session starts its own with the dev stack (the
-same code as `ledger dev up`) in a temporary home and stops it at the end.
+already running; otherwise the session starts its own and stops it at the end: as
+containers of docker/compose.yml's images where a Docker engine answers (testcontainers,
+tests/integration/containers.py), else with the dev stack (the same code as `ledger dev
+up`) in a temporary home.
 Each test gets fresh topics under a unique prefix, so tests never see each
 other's records.
 """
@@ -27,6 +29,7 @@ from ledger.settings import (
     default_home,
 )
 from ledger.topics import create_topics
+from tests.integration import containers
 from tests.integration.ledger_helpers import TEST_CREDIT_KEY
 from tests.integration.stacks import SESSION_KAFKA, SESSION_PG
 
@@ -41,6 +44,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
     pg_url = os.environ.get(ENV_TEST_POSTGRES)
     if bootstrap and pg_url:
         yield bootstrap, pg_url
+        return
+    if containers.docker_available():
+        with containers.session_stack(None if bootstrap else TEST_KAFKA_PORT,
+                                      None if pg_url else TEST_PG_PORT) as (kafka, pg):
+            yield bootstrap or str(kafka), pg_url or str(pg)
         return
     from ledger import devstack
 

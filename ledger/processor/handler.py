@@ -31,7 +31,7 @@ from ledger.domain import (
     envelope_problem,
     issued_time,
 )
-from ledger.errors import CodecError, MalformedRecordError
+from ledger.errors import CodecError, InfrastructureError, MalformedRecordError
 from ledger.fastcodec import HotCodec
 from ledger.kafka import partition_for
 from ledger.processor.kafka_io import JournalFetcher, dead_letter
@@ -112,6 +112,7 @@ class CommandHandler:
         self.topic = {n: settings.topic(n) for n in TOPIC_NAMES}
         self.producer: Producer | None = None  # the open transaction's, set per batch
         self._snapshots: dict[str, tuple[Any, str | None]] = {}
+        self._decoded: dict[tuple[int, int], Any] = {}  # the batch's records, decoded once
         # Records whose handling failed for good, by (partition, offset): dead-lettered when
         # the aborted batch is consumed again.
         self.poisoned: dict[tuple[int, int], Exception] = {}
@@ -119,6 +120,23 @@ class CommandHandler:
     def discard(self) -> None:
         """Forget the batch's pending snapshots (its transaction is gone)."""
         self._snapshots.clear()
+        self._decoded.clear()
+
+    def prefetch(self, msgs: list[Message]) -> None:
+        """Decode a batch's records and read what the store knows of their ids, at once."""
+        self._decoded.clear()
+        ids: dict[int, list[str]] = {}
+        for msg in msgs:
+            if msg.error() is not None:
+                continue
+            try:
+                rec = self.hot.command(msg.value())
+            except CodecError:
+                continue  # dead-lettered in its turn, by _read
+            position = position_of(msg)
+            self._decoded[position] = rec
+            ids.setdefault(position[0], []).append(rec["command_id"])
+        self.overlay.preload(ids)
 
     def handle_guarded(self, msg: Message) -> None:
         """Handle one record; a failure that would recur on retry poisons only that record."""
@@ -131,8 +149,8 @@ class CommandHandler:
                 return
         try:
             self._handle(msg, partition, offset)
-        except BufferError:
-            raise  # the local queue is full: transient, never the record's fault
+        except (BufferError, InfrastructureError):
+            raise  # a full local queue, the state store's disk: never the record's fault
         except KafkaException as e:
             if e.args[0].code() not in _RECORD_ERRORS:
                 raise  # the broker or the transaction: abort and retry the batch
@@ -143,7 +161,7 @@ class CommandHandler:
     def _handle(self, msg: Message, partition: int, offset: int) -> None:
         self.stats.commands += 1
         self.overlay.bind(partition)
-        wire = self._read(msg)
+        wire = self._read(msg, (partition, offset))
         if wire is None:
             return
         if wire.kind == "APPLY_CREDIT":
@@ -166,10 +184,10 @@ class CommandHandler:
         # Refusals (not decisions) are not remembered: the id stays free for a proper send.
         self._reply_rejected(wire, "", *refusal, store=False)
 
-    def _read(self, msg: Message) -> WireCommand | None:
+    def _read(self, msg: Message, position: tuple[int, int]) -> WireCommand | None:
         """The record as a command, or None once dead-lettered (no id to answer by)."""
         try:
-            rec = self.hot.command(msg.value())
+            rec = self._decoded.pop(position, None) or self.hot.command(msg.value())
             problem = record_problem(rec)
             if problem is not None:
                 raise MalformedRecordError(problem)

@@ -199,6 +199,7 @@ class CommandProcessor:
         consumer = self.consumer
         assert consumer is not None
         self.handler.producer = self.txn.begin()
+        self.handler.prefetch(msgs)
         offsets: dict[int, int] = {}
         for msg in msgs:
             if msg.error() is not None:

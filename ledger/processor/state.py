@@ -7,7 +7,7 @@ after the batch's Kafka transaction commits, so an abort leaves the store untouc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -60,6 +60,8 @@ class PartitionState(Protocol):
 
     def outcome(self, partition: int, command_id: str) -> Outcome | None: ...
 
+    def outcomes(self, partition: int, command_ids: Iterable[str]) -> dict[str, Outcome]: ...
+
     def is_reversed(self, partition: int, event_id: str) -> bool: ...
 
     def credit_mark(self, partition: int, source: int) -> CreditMark | None: ...
@@ -97,11 +99,21 @@ class Overlay:
         self.partition = -1
         self.changes = BatchChanges()
         self.reversed_ids = _ReversedIds(self)
+        # The committed outcomes of the batch's ids, read at once (None: none yet).
+        self._preloaded: dict[tuple[int, str], Outcome | None] = {}
 
     def reset(self) -> BatchChanges:
         """Start a new batch; returns the last one's changes."""
         done, self.changes = self.changes, BatchChanges()
+        self._preloaded.clear()
         return done
+
+    def preload(self, ids: dict[int, list[str]]) -> None:
+        """Read the committed outcomes of a batch's command ids (by partition) at once."""
+        for partition, command_ids in ids.items():
+            found = self.committed.outcomes(partition, command_ids)
+            for command_id in command_ids:
+                self._preloaded[(partition, command_id)] = found.get(command_id)
 
     def bind(self, partition: int) -> None:
         self.partition = partition
@@ -125,9 +137,12 @@ class Overlay:
         )
 
     def outcome(self, command_id: str) -> Outcome | None:
-        found = self.changes.outcomes.get((self.partition, command_id))
+        key = (self.partition, command_id)
+        found = self.changes.outcomes.get(key)
         if found is not None:
             return found[0]
+        if key in self._preloaded:
+            return self._preloaded[key]
         return self.committed.outcome(self.partition, command_id)
 
     def is_reversed(self, event_id: str) -> bool:

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ledger.domain import AccountState, AccountType
 from ledger.errors import InfrastructureError, UsageError
@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 BALANCE_CACHE_ENTRIES = 100_000
 _SEP = "\x1f"  # joins event ids and credited accounts (neither can contain it)
 _TYPES = {t.value: t for t in AccountType}
+_OUTCOME_COLUMNS = "command_id, accepted, reason, detail, event_ids, account, fingerprint, reverses"
+_IN_CHUNK = 500  # ids per IN (...) query: under SQLite's 32,766 host parameters
 
 
 class StateStore:
@@ -98,14 +100,29 @@ class StateStore:
 
     def outcome(self, partition: int, command_id: str) -> Outcome | None:
         row = self.db.execute(
-            "SELECT accepted, reason, detail, event_ids, account, fingerprint, reverses "
-            "FROM outcomes WHERE partition = ? AND command_id = ?",
+            f"SELECT {_OUTCOME_COLUMNS} FROM outcomes WHERE partition = ? AND command_id = ?",
             (partition, command_id),
         ).fetchone()
-        if row is None:
-            return None
-        ids = tuple(row[3].split(_SEP)) if row[3] else ()
-        return Outcome(command_id, bool(row[0]), row[1], row[2], ids, row[4], row[5], row[6])
+        return None if row is None else _outcome(row)
+
+    def outcomes(self, partition: int, command_ids: Iterable[str]) -> dict[str, Outcome]:
+        """The outcomes known for some ids (a batch's), in a few queries instead of one each:
+        most ids of a batch are new, and one query per id cost more than its decision."""
+        found: dict[str, Outcome] = {}
+        ids = sorted(set(command_ids))  # in key order: neighbouring pages, read once
+        try:
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                rows = self.db.execute(
+                    f"SELECT {_OUTCOME_COLUMNS} FROM outcomes WHERE partition = ? "
+                    f"AND command_id IN ({','.join('?' * len(chunk))})",
+                    (partition, *chunk),
+                )
+                for row in rows:
+                    found[row[0]] = _outcome(row)
+        except sqlite3.Error as e:
+            raise InfrastructureError(f"processor state {self.path}: {e}") from e
+        return found
 
     def is_reversed(self, partition: int, event_id: str) -> bool:
         return (
@@ -252,6 +269,11 @@ class _Transaction:
         self.db.execute("ROLLBACK")
         if isinstance(error, sqlite3.Error):
             raise InfrastructureError(f"processor state {self.path}: {error}") from error
+
+
+def _outcome(row: tuple[Any, ...]) -> Outcome:
+    ids = tuple(row[4].split(_SEP)) if row[4] else ()
+    return Outcome(row[0], bool(row[1]), row[2], row[3], ids, row[5], row[6], row[7])
 
 
 def _lock(path: Path) -> IO[str]:

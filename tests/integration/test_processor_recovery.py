@@ -74,10 +74,12 @@ class FaultyProducer:
                 raise _retriable()
             self._committed_unseen = False
             return
-        self._real.commit_transaction(*args)
-        if self._faults.unknown_commits > 0:
+        inject = self._faults.unknown_commits > 0
+        if inject:  # counted before the commit: its results are visible the moment it lands
             self._faults.unknown_commits -= 1
             self._faults.injected += 1
+        self._real.commit_transaction(*args)
+        if inject:
             self._committed_unseen = True
             raise _retriable()
 

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from fastavro import parse_schema, schemaless_reader
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parent.parent / "ledger" / "schemas"
 SCHEMA = SCHEMAS / "event.v1.avsc"
 BALANCE_SCHEMA = SCHEMAS / "balance.v1.avsc"
 

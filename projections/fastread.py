@@ -9,6 +9,8 @@ rows and the same failures (a property test holds them equal).
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
 import pyarrow as pa
@@ -28,8 +30,18 @@ _ACTORS = pa.array(ACTORS, pa.string())
 _ERRORS: dict[int, type[CodecError]] = {1: TruncatedRecordError, 2: MalformedRecordError}
 
 
+log = logging.getLogger("ledger.replay")
+
+
 def available() -> bool:
     return _eventreader is not None
+
+
+@functools.cache  # once per process: every batch would ask
+def say_pure_python() -> None:
+    log.warning("the compiled event reader (projections._eventreader) is not installed, "
+                "probably no C compiler at install time: reading events with the slower "
+                "pure-Python reader (same results)")
 
 
 def read_audit(values: list[bytes], partitions: list[int], offsets: list[int], topic: str,

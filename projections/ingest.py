@@ -46,6 +46,8 @@ class Ingest:
         # The compiled reader when built; native=False forces the pure-Python one (tests).
         self.native = (fastread.available() if native is None else native) \
             and len(self.decoder.fast_header) == HEADER_LEN
+        if native is None and not fastread.available():
+            fastread.say_pure_python()
         self.events_topic = settings.topic("events")
         self.accounts_topic = settings.topic("accounts")
         self.as_of = as_of

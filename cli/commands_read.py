@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import click
 
 from cli.context import settings_of
-from cli.options import endpoint_options, json_option, query_timeout_option, reset_option
+from cli.options import (
+    endpoint_options,
+    json_option,
+    query_timeout_option,
+    reset_option,
+    summary_json_option,
+)
+from cli.render import PROGRESS_EVERY_S, dumps, moment, print_rows, print_table, progress_for
 from ledger.errors import RejectedError, UsageError
 from ledger.health import Endpoint
 from ledger.kafka import check_reachable
@@ -48,9 +51,10 @@ def _reach_kafka(settings: Settings) -> JournalIdentity:
               help="Longest time a batch collects records before it is written.")
 @reset_option
 @endpoint_options
+@summary_json_option
 @click.pass_context
 def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
-            batch_ms: int, reset: bool, endpoint: Endpoint | None) -> None:
+            batch_ms: int, reset: bool, endpoint: Endpoint | None, as_json: bool) -> None:
     """Project accounts and journal events into --store; resumes at the stored positions.
 
     Several projectors against one Postgres store share the partitions. A store projects
@@ -75,9 +79,15 @@ def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
             signal.signal(signal.SIGTERM, previous)
             if metrics is not None:
                 metrics.close()
+    elapsed = time.monotonic() - started
+    if as_json:
+        click.echo(dumps({"events": stats.events, "records": stats.records,
+                          "dead_lettered": stats.dead_letters, "batches": stats.batches,
+                          "seconds": round(elapsed, 3), "store": store.url}))
+        return
     click.echo(f"projected {stats.events} events ({stats.records} records, "
                f"{stats.dead_letters} dead-lettered) in {stats.batches} batches, "
-               f"{time.monotonic() - started:.1f}s, into {store.url}")
+               f"{elapsed:.1f}s, into {store.url}")
 
 
 @click.command()
@@ -87,32 +97,42 @@ def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
 @click.option("--out", "out", metavar="FILE.duckdb", type=click.Path(dir_okay=False),
               help="Write a standalone DuckDB file instead; --store is left untouched.")
 @click.option("--progress/--no-progress", default=None,
-              help="Show a progress line on stderr (default: when stderr is a terminal).")
+              help="Show progress on stderr: a bar on a terminal, else a log line every "
+                   f"{PROGRESS_EVERY_S:g}s (default: the bar on a terminal, else the log "
+                   "lines at INFO).")
 @reset_option
+@summary_json_option
 @click.pass_context
 def replay(ctx: click.Context, as_of: str | None, out: str | None,
-           progress: bool | None, reset: bool) -> None:
+           progress: bool | None, reset: bool, as_json: bool) -> None:
     """Rebuild from offset zero into shadow tables, check them, swap them in atomically.
 
     A store projects one journal: another is refused (exit 2) unless --reset."""
     settings = settings_of(ctx)
     as_of_ms = parse_as_of(as_of) if as_of is not None else None
     _reach_kafka(settings)
-    show = sys.stderr.isatty() if progress is None else progress
     started = time.monotonic()
     with _open_target(settings, out) as store:
-        bar = progress_line("replay") if show else None
-        result = Replay(settings, store, as_of=as_of_ms, progress=bar, reset=reset).run()
+        result = Replay(settings, store, as_of=as_of_ms, progress=progress_for("replay", progress),
+                        reset=reset).run()
     elapsed = time.monotonic() - started
+    if result.bad:
+        click.echo(f"warning: {len(result.bad)} undecodable journal records left out; "
+                   "`ledger verify` lists them", err=True)
+    if as_json:
+        click.echo(dumps({"events": result.events, "records": result.records,
+                          "accounts": result.accounts, "checksum": result.checksum,
+                          **moment("as_of", as_of_ms), "left_out_after_as_of": result.later,
+                          "undecodable": len(result.bad), "seconds": round(elapsed, 3),
+                          "events_per_s": round(result.events / max(elapsed, 1e-9)),
+                          "store": store.url}))
+        return
     when = f" as of {iso_ms(as_of_ms)}" if as_of_ms is not None else ""
     click.echo(f"replayed {result.events} events{when} ({result.accounts} accounts, "
                f"{result.events / max(elapsed, 1e-9):,.0f} events/s) into {store.url}; "
                f"checksum {result.checksum}")
     if result.later:
         click.echo(f"left out {result.later} events that occurred after {iso_ms(as_of_ms)}")
-    if result.bad:
-        click.echo(f"warning: {len(result.bad)} undecodable journal records left out; "
-                   "`ledger verify` lists them", err=True)
 
 
 def _open_target(settings: Settings, out: str | None) -> ProjectionStore:
@@ -173,7 +193,7 @@ def history(ctx: click.Context, account: str, as_json: bool, limit: int | None) 
     """Print the audit rows of ACCOUNT, newest last."""
     with open_store(settings_of(ctx).store, read_only=True) as store:
         rows = store.history(account, limit)
-    records = [{"occurred_at": iso_ms(r.occurred_at), "kind": r.kind, "amount": r.amount,
+    records = [{**moment("occurred_at", r.occurred_at), "kind": r.kind, "amount": r.amount,
                 "account": r.account, "event_id": r.event_id, "command_id": r.command_id,
                 "actor": r.actor, "reason": r.reason, "reverses_event_id": r.reverses_event_id,
                 "partition": r.partition, "offset": r.offset} for r in rows]
@@ -201,72 +221,6 @@ def query(ctx: click.Context, sql: str, as_json: bool, as_csv: bool, timeout: fl
         if result.names:
             print_rows(result.names, result.rows,
                        "json" if as_json else "csv" if as_csv else "table")
-
-
-def progress_line(label: str) -> Callable[[int, int], None]:
-    """A progress callback drawing one self-overwriting line on stderr, 4 times a second."""
-    started = time.monotonic()
-    last = [0.0]
-
-    def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.25 and done < total:
-            return
-        last[0] = now
-        elapsed = max(now - started, 1e-9)
-        rate = done / elapsed
-        left = (total - done) / rate if rate > 0 else 0.0
-        pct = 100 * done / total if total else 100.0
-        width = 30
-        filled = int(width * pct / 100)
-        line = (f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}% "
-                f"{done:,}/{total:,}  {rate:,.0f} events/s  left {_clock(left)}  ")
-        click.echo(line + ("\n" if done >= total else ""), err=True, nl=False)
-
-    return show
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def print_table(names: list[str], rows: list[list[Any]]) -> None:
-    """Rows as aligned columns under a header; numbers right-aligned."""
-    text = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(n), *(len(r[i]) for r in text)]) for i, n in enumerate(names)]
-    numeric = [bool(rows) and all(isinstance(r[i], int | float) for r in rows if r[i] is not None)
-               for i in range(len(names))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w)
-                         for c, w, num in zip(cells, widths, numeric, strict=True)).rstrip()
-
-    click.echo(line(names))
-    click.echo(line(["-" * w for w in widths]))
-    for r in text:
-        click.echo(line(r))
-
-
-def print_rows(names: list[str], rows: Iterator[tuple[Any, ...]], fmt: str) -> None:
-    if fmt == "table":
-        print_table(names, [list(r) for r in rows])
-    elif fmt == "json":
-        for r in rows:
-            click.echo(json.dumps(dict(zip(names, r, strict=True)), default=str))
-    else:
-        out = csv.writer(sys.stdout, lineterminator="\n")
-        out.writerow(names)
-        for r in rows:
-            out.writerow(["" if v is None else v for v in r])
-
-
-CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {9: "\\t", 10: "\\n", 13: "\\r"}
-
-
-def _cell(value: Any) -> str:
-    """A value on one line: control characters (tabs, newlines) shown escaped."""
-    return "" if value is None else str(value).translate(CONTROL)
 
 
 def register(group: click.Group) -> None:

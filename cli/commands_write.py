@@ -68,8 +68,13 @@ def submit(ctx: click.Context, command: Command, args: WriteArgs,
             )
             return
         outcome = client.send(command, ref, timeout)
-    except WaitTimeoutError:
-        raise  # it was sent: its message says so and names the command
+    except WaitTimeoutError as e:
+        # Sent and acknowledged, outcome unknown (exit 4): name the command to ask about.
+        if as_json:
+            click.echo(json.dumps({"command_id": command.command_id, "status": "unknown"}))
+        raise WaitTimeoutError(
+            f"{e}; to learn its outcome send it again with --command-id {command.command_id} "
+            "--wait (a retry gets the first outcome, never a second event)") from None
     except InfrastructureError as e:
         # Not acknowledged by Kafka (brokers down, no quorum): say how to finish the job.
         raise InfrastructureError(

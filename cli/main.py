@@ -10,7 +10,7 @@ import click
 from cli.context import CliContext
 from cli.logs import configure_logging
 from cli.options import log_level_option
-from ledger.errors import LedgerError
+from ledger.errors import ExitCode, LedgerError
 from ledger.settings import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_PREFIX,
@@ -100,7 +100,7 @@ def cli(
 
 def _register() -> None:
     from cli.commands_demo import demo
-    from cli.commands_journal import tail
+    from cli.commands_journal import deadletters, tail
     from cli.commands_read import register as register_read
     from cli.commands_topics import topics
     from cli.commands_write import register as register_write
@@ -108,6 +108,7 @@ def _register() -> None:
 
     cli.add_command(topics)
     cli.add_command(tail)
+    cli.add_command(deadletters)
     cli.add_command(demo)
     register_write(cli)
     register_read(cli)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except click.exceptions.UsageError as e:
         # One line, like every other expected failure; the help is one flag away.
         message = " ".join(e.format_message().split())
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -32,6 +32,9 @@ def _bounded_text(limit: int, what: str) -> Callable[[click.Context, click.Param
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object per line instead of text."
 )
+summary_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as one JSON object."
+)
 command_id_option = click.option(
     "--command-id",
     default=None,
@@ -56,6 +59,18 @@ query_timeout_option = click.option(
     default=300.0,
     show_default=True,
     help="Seconds the query may run before it is stopped.",
+)
+partition_option = click.option(
+    "--partition", "partitions", type=click.IntRange(min=0), multiple=True,
+    help="Only this partition (repeat for more; default: every partition).",
+)
+offset_option = click.option(
+    "--offset", type=click.IntRange(min=0), default=None,
+    help="Start each partition at this offset (past the end: at the end).",
+)
+max_records_option = click.option(
+    "--max-records", type=click.IntRange(min=1), default=None,
+    help="Stop after printing this many records.",
 )
 reset_option = click.option(
     "--reset",

@@ -1,36 +1,50 @@
-"""One root error; the CLI maps each family to an exit code in one place."""
+"""One root error and the exit codes: each error family carries its code, the CLI exits
+with it (cli.main)."""
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The CLI's exit codes (a contract: README "Exit codes")."""
+
+    OK = 0
+    REJECTED = 1  # a command rejected, a verification failed
+    USAGE = 2  # bad input or configuration; a store or statement refused
+    UNREACHABLE = 3  # a broker, database or local tool could not be reached; not sent
+    OUTCOME_UNKNOWN = 4  # a command sent, its outcome not known within --timeout
+    INTERRUPTED = 130  # Ctrl-C
 
 
 class LedgerError(Exception):
     """Root of every error the ledger raises on purpose."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.REJECTED
 
 
 class RejectedError(LedgerError):
     """A command was rejected or a verification failed (exit 1)."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.REJECTED
 
 
 class UsageError(LedgerError):
     """Bad input from the user: arguments, options, configuration (exit 2)."""
 
-    exit_code = 2
+    exit_code: int = ExitCode.USAGE
 
 
 class InfrastructureError(LedgerError):
     """A broker, database or local tool could not be reached (exit 3)."""
 
-    exit_code = 3
+    exit_code: int = ExitCode.UNREACHABLE
 
 
 class TopicConfigError(LedgerError):
     """An existing topic has configs that would lose data (exit 2)."""
 
-    exit_code = 2
+    exit_code: int = ExitCode.USAGE
 
 
 class MissingTopicsError(TopicConfigError):
@@ -40,7 +54,7 @@ class MissingTopicsError(TopicConfigError):
 class CodecError(LedgerError):
     """Bytes could not be decoded into a ledger record."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.REJECTED
 
 
 class UnknownFingerprintError(CodecError):
@@ -58,7 +72,7 @@ class MalformedRecordError(CodecError):
 class StoreError(LedgerError):
     """A projection store failed or holds data it cannot use."""
 
-    exit_code = 3
+    exit_code: int = ExitCode.UNREACHABLE
 
 
 class StoreUnavailableError(StoreError):
@@ -69,7 +83,7 @@ class WaitTimeoutError(LedgerError):
     """Sent and acknowledged, but no outcome arrived in time: the processor is not running
     or is stalled, and will decide the command when it runs (exit 4)."""
 
-    exit_code = 4
+    exit_code: int = ExitCode.OUTCOME_UNKNOWN
 
 
 class QueryError(UsageError):

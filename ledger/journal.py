@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import OFFSET_END, KafkaError, Message, TopicPartition
 
 from ledger.codec import Codec
 from ledger.domain import JournalEntry
-from ledger.errors import CodecError, RejectedError
+from ledger.errors import CodecError, RejectedError, UsageError
 from ledger.kafka import make_consumer, topic_partitions
 from ledger.records import ReverseRef, entry_from_record
 from ledger.settings import Settings
@@ -32,17 +32,36 @@ class JournalRecord:
 
 
 def read_journal(
-    settings: Settings, codec: Codec, from_beginning: bool = True, follow: bool = False
+    settings: Settings, codec: Codec, from_beginning: bool = True, follow: bool = False,
+    partitions: Sequence[int] | None = None, offset: int | None = None,
 ) -> Iterator[JournalRecord]:
-    """Committed journal records; stops at the end unless follow is set."""
-    topic = settings.topic("events")
+    """Committed journal records; stops at the end unless follow is set. Of `partitions`
+    (default: all), from `offset` if given, else from zero or from the end."""
+    start = offset if offset is not None else 0 if from_beginning else OFFSET_END
+    for msg in read_messages(settings, settings.topic("events"), follow, partitions, start):
+        yield _decode(codec, msg.partition() or 0, msg.offset() or 0, msg.key(),
+                      msg.timestamp()[1], msg.value())
+
+
+def read_messages(settings: Settings, topic: str, follow: bool,
+                  partitions: Sequence[int] | None = None, start: int = 0) -> Iterator[Message]:
+    """Committed records of a topic's partitions (default: all) from offset `start`
+    (OFFSET_END: the end); stops at the end unless follow is set."""
     parts = topic_partitions(settings, topic)
+    chosen = sorted(set(partitions)) if partitions is not None else list(range(parts))
+    absent = [p for p in chosen if not 0 <= p < parts]
+    if absent:
+        raise UsageError(f"{topic} has no partition {absent[0]} (it has 0 to {parts - 1})")
     consumer = make_consumer(
         settings, None, **{"enable.partition.eof": True, "fetch.wait.max.ms": 50}
     )
-    start = 0 if from_beginning else -1  # OFFSET_END
-    consumer.assign([TopicPartition(topic, p, start) for p in range(parts)])
-    pending = set(range(parts))
+    starts = {p: start for p in chosen}
+    if start > 0:  # within the log: past the end librdkafka would restart at the beginning
+        for p in chosen:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            starts[p] = min(max(start, low), high)
+    consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+    pending = set(chosen)
     try:
         while follow or pending:
             for msg in consumer.consume(1000, timeout=0.2):
@@ -51,14 +70,7 @@ def read_journal(
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(msg.partition() or 0)
                     continue
-                yield _decode(
-                    codec,
-                    msg.partition() or 0,
-                    msg.offset() or 0,
-                    msg.key(),
-                    msg.timestamp()[1],
-                    msg.value(),
-                )
+                yield msg
     finally:
         consumer.close()
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from ledger.deadletters import headers_of
 from ledger.errors import InfrastructureError
 from ledger.kafka import make_consumer, make_producer
 from ledger.settings import Settings
@@ -67,7 +68,7 @@ def dead_lettered(settings: Settings, source_topics: Sequence[str]) -> set[tuple
             for m in msgs:
                 if m.error() is not None and check_message_error(settings, m):
                     continue
-                h = _headers(m)
+                h = headers_of(m)
                 if h.get("source_topic") in source_topics:
                     seen.add((h["source_topic"], int(h.get("source_partition", -1)),
                               int(h.get("source_offset", -1))))
@@ -75,13 +76,3 @@ def dead_lettered(settings: Settings, source_topics: Sequence[str]) -> set[tuple
     finally:
         consumer.close()
 
-
-def _headers(m: Message) -> dict[str, str]:
-    out: dict[str, str] = {}
-    raw = m.headers() or []
-    for k, v in raw.items() if isinstance(raw, dict) else raw:
-        if isinstance(v, bytes):
-            out[k] = v.decode(errors="replace")
-        elif v is not None:
-            out[k] = str(v)
-    return out

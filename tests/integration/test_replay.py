@@ -216,7 +216,7 @@ def test_a_replay_killed_mid_load_leaves_the_live_tables(make_settings: MakeSett
                             stderr=subprocess.PIPE)
     assert proc.stderr is not None
     seen = b""
-    while proc.poll() is None and not re.search(rb"\] +([1-8]\d|\d)\.\d%", seen):
+    while proc.poll() is None and not re.search(rb"replay +([1-8]\d|\d)\.\d%", seen):
         seen += os.read(proc.stderr.fileno(), 4096)
     assert proc.poll() is None, f"the replay ended before it could be killed: {seen[-300:]!r}"
     proc.kill()

@@ -27,6 +27,7 @@ CONTRACT = [
     "balance",
     "history",
     "tail",
+    "deadletters",
     "query",
     "demo",
 ]

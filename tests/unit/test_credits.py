@@ -19,6 +19,7 @@ from ledger.credits import (
     key_id,
 )
 from ledger.errors import UsageError
+from ledger.health import LatencyHistogram
 from ledger.metrics import ProcessorCollector
 from ledger.processor.state import ProcessorStats
 from ledger.settings import from_env
@@ -167,6 +168,7 @@ def test_an_empty_key_file_is_refused_not_replaced(tmp_path: Path) -> None:
 
 def test_refused_credits_are_exported_as_a_counter() -> None:
     registry = CollectorRegistry()
-    registry.register(ProcessorCollector(SimpleNamespace(stats=ProcessorStats(credits_refused=3),
-                                                         lag={})))
+    processor = SimpleNamespace(stats=ProcessorStats(credits_refused=3), lag={},
+                                batch_latency=LatencyHistogram())
+    registry.register(ProcessorCollector(processor))
     assert "ledger_credits_refused_total 3.0" in generate_latest(registry).decode()

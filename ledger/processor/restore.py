@@ -63,7 +63,7 @@ class ChangelogReader:
         """Bring the store's state of `partition` up to its changelogs' stable ends."""
         started, done = time.monotonic(), Restored()
         store.forget_cache(partition)
-        ends = {name: self._stable_end(name, partition) for name in CHANGELOGS}
+        ends = self._stable_ends(partition)
         checkpoints = store.checkpoints(partition)
         if any(checkpoints.get(n, 0) > ends[n][1] for n in CHANGELOGS):
             # The store is ahead of the log: the topics were recreated under the same names.
@@ -98,24 +98,27 @@ class ChangelogReader:
 
     # --- helpers -------------------------------------------------------------------
 
-    def _stable_end(self, name: str, partition: int) -> tuple[int, int]:
-        """(low, end) of a changelog partition once no transaction is open on it."""
-        tp = TopicPartition(self.settings.topic(name), partition)
+    def _stable_ends(self, partition: int) -> dict[str, tuple[int, int]]:
+        """(low, end) of each changelog's partition once no transaction is open on any,
+        asked for all changelogs in one request per kind of offset."""
+        tps = {TopicPartition(self.settings.topic(n), partition): n for n in CHANGELOGS}
         deadline, said = time.monotonic() + STABLE_WAIT_S, False
         while True:
-            stable = self._offsets({tp: LATEST}, IsolationLevel.READ_COMMITTED)[tp]
-            high = self._offsets({tp: LATEST}, IsolationLevel.READ_UNCOMMITTED)[tp]
-            if stable >= high:
-                low = self._offsets({tp: EARLIEST}, IsolationLevel.READ_COMMITTED)
-                return low[tp], high
+            stable = self._offsets(dict.fromkeys(tps, LATEST), IsolationLevel.READ_COMMITTED)
+            high = self._offsets(dict.fromkeys(tps, LATEST), IsolationLevel.READ_UNCOMMITTED)
+            open_ = [tp for tp in tps if stable[tp] < high[tp]]
+            if not open_:
+                low = self._offsets(dict.fromkeys(tps, EARLIEST), IsolationLevel.READ_COMMITTED)
+                return {name: (low[tp], high[tp]) for tp, name in tps.items()}
+            tp = open_[0]
             if time.monotonic() > deadline:
                 raise InfrastructureError(
                     f"{tp.topic}[{partition}] still has an open transaction after "
-                    f"{STABLE_WAIT_S:g}s (stable offset {stable}, end {high})"
+                    f"{STABLE_WAIT_S:g}s (stable offset {stable[tp]}, end {high[tp]})"
                 )
             if not said:
                 log.info("%s[%d]: waiting for an open transaction to end (stable %d, end %d)",
-                         tp.topic, partition, stable, high)
+                         tp.topic, partition, stable[tp], high[tp])
                 said = True
             time.sleep(0.05)
 

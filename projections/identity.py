@@ -26,8 +26,8 @@ class _KafkaClient(Protocol):  # a Consumer or an AdminClient
 
 def journal_of(settings: Settings, client: _KafkaClient) -> JournalIdentity:
     """The journal these settings name: their topic prefix on the cluster client talks to."""
-    try:
-        meta = client.list_topics(timeout=TIMEOUT_S)
+    try:  # one topic's metadata: a cluster's full list can be long, and carries no more
+        meta = client.list_topics(settings.topic("events"), timeout=TIMEOUT_S)
     except KafkaException as e:
         raise unreachable(settings, e) from e
     return JournalIdentity(settings.topic_prefix, meta.cluster_id or "")

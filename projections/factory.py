@@ -22,6 +22,12 @@ def store_kind(url: str) -> str:
                      "duckdb:///FILE.duckdb or postgresql+psycopg://USER@HOST:PORT/DB")
 
 
+def sqlalchemy_url(url: str) -> str:
+    """A Postgres URL as SQLAlchemy takes it (postgres:// is psycopg's spelling)."""
+    return url.replace("postgres://", "postgresql+psycopg://", 1) \
+        if url.startswith("postgres://") else url
+
+
 def open_store(url: str, read_only: bool = False) -> ProjectionStore:
     """An open store with its tables created (unless read_only)."""
     # Each driver is imported when its store is opened: a DuckDB replay does not carry
@@ -34,8 +40,7 @@ def open_store(url: str, read_only: bool = False) -> ProjectionStore:
     else:
         from projections.postgres_store import PostgresProjectionStore
 
-        store = PostgresProjectionStore(url.replace("postgres://", "postgresql+psycopg://", 1)
-                                        if url.startswith("postgres://") else url)
+        store = PostgresProjectionStore(sqlalchemy_url(url))
     if not read_only:
         try:
             store.ensure_schema()

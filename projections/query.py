@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.errors import QueryError
-from projections.factory import store_kind
+from projections.factory import sqlalchemy_url, store_kind
 
 Row = tuple[Any, ...]
 CHUNK = 10_000
@@ -109,7 +109,7 @@ def _postgres(url: str, sql: str, timeout_s: float) -> Iterator[QueryResult]:
             return QueryError(f"query stopped after --timeout {timeout_s:g}s")
         return QueryError(f"query failed: {one_line(e)}")
 
-    with PostgresProjectionStore(url) as store:
+    with PostgresProjectionStore(sqlalchemy_url(url)) as store:
         conn = store.raw_connection()
         try:
             conn.rollback()

@@ -161,3 +161,8 @@ def test_postgres_refuses_a_role_that_may_touch_files(run: Run,
 def test_postgres_query_stops_at_its_timeout(run: Run, pg_urls: tuple[str, str]) -> None:
     err = refused(run(pg_urls[1], "SELECT pg_sleep(60)", "--timeout", "0.2"))
     assert "--timeout 0.2s" in err
+
+
+def test_postgres_url_in_psycopg_spelling(run: Run, pg_urls: tuple[str, str]) -> None:
+    url = pg_urls[1].replace("postgresql+psycopg://", "postgres://", 1)
+    assert run(url, "SELECT count(*) AS n FROM balances", "--json")[:2] == (0, '{"n": 1}\n')

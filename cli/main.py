@@ -27,6 +27,8 @@ from ledger.settings import (
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="points-ledger", prog_name="ledger",
+                      help="Print the installed version and exit.")
 @click.option(
     "--bootstrap",
     envvar=ENV_BOOTSTRAP,

@@ -34,6 +34,7 @@ from projections.store import (
     PositionKey,
     Snapshot,
 )
+from projections.views import create_views, drop_views
 
 SHADOW = "__shadow"
 LIVE_TABLES = ("accounts", "balances", "audit_log", "projection_positions")
@@ -159,7 +160,7 @@ class SqlProjectionStore(ABC):
                           "(key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
             self._execute("INSERT INTO projection_meta VALUES (?, ?) ON CONFLICT DO NOTHING",
                           (META_STORE_ID, uuid.uuid4().hex[:12]))
-            for stmt in self._index_ddl(shadow=False):
+            for stmt in [*self._index_ddl(shadow=False), *create_views()]:
                 self._execute(stmt)
         with self._transaction():
             for name, ddl in STAGING_DDL.items():
@@ -283,10 +284,12 @@ class SqlProjectionStore(ABC):
     def swap_rebuild(self, as_of: int | None, journal: JournalIdentity | None = None) -> None:
         with self._transaction():
             self._lock_schema()
+            for stmt in drop_views():  # Postgres will not drop a table a view uses
+                self._execute(stmt)
             for name in LIVE_TABLES:
                 self._execute(f"DROP TABLE IF EXISTS {name}")
                 self._execute(f"ALTER TABLE {name}{SHADOW} RENAME TO {name}")
-            for stmt in self._swap_extra():
+            for stmt in [*self._swap_extra(), *create_views()]:
                 self._execute(stmt)
             self._execute("DELETE FROM projection_meta WHERE key = ?", (META_AS_OF,))
             if as_of is not None:

@@ -7,15 +7,18 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from cli.context import settings_of
 from cli.options import (
+    as_of_option,
     endpoint_options,
     json_option,
     query_timeout_option,
     reset_option,
+    snapshot_schedule_options,
     summary_json_option,
 )
 from cli.render import PROGRESS_EVERY_S, dumps, moment, print_rows, print_table, progress_for
@@ -25,7 +28,7 @@ from ledger.kafka import check_reachable
 from ledger.metrics import serve_projector_metrics
 from ledger.settings import Settings
 from ledger.topics import guard_topics
-from projections.factory import open_duckdb, open_store
+from projections.factory import open_duckdb, open_store, store_kind
 from projections.identity import check_journal, journal_of
 from projections.projector import Projector
 from projections.query import run_query
@@ -33,6 +36,9 @@ from projections.replay import Replay
 from projections.store import JournalIdentity, ProjectionStore
 from projections.times import iso_ms, parse_as_of
 from projections.verify import verify as verify_store
+
+if TYPE_CHECKING:  # DuckDB, which a snapshot writes, is imported only where one is taken
+    from projections.snapshot_requests import Snapshotter
 
 
 def _reach_kafka(settings: Settings) -> JournalIdentity:
@@ -51,14 +57,17 @@ def _reach_kafka(settings: Settings) -> JournalIdentity:
               help="Longest time a batch collects records before it is written.")
 @reset_option
 @endpoint_options
+@snapshot_schedule_options
 @summary_json_option
 @click.pass_context
 def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
-            batch_ms: int, reset: bool, endpoint: Endpoint | None, as_json: bool) -> None:
+            batch_ms: int, reset: bool, endpoint: Endpoint | None,
+            snapshot_schedule: tuple[float, Path] | None, as_json: bool) -> None:
     """Project accounts and journal events into --store; resumes at the stored positions.
 
     Several projectors against one Postgres store share the partitions. A store projects
-    one journal: another is refused (exit 2) unless --reset."""
+    one journal: another is refused (exit 2) unless --reset. A projector of a DuckDB store
+    also takes the snapshots `ledger snapshot` asks it for."""
     settings = settings_of(ctx)
     journal = _reach_kafka(settings)
     started = time.monotonic()
@@ -66,7 +75,8 @@ def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
         if reset:
             store.reset_projection(journal)
         projector = Projector(settings, store, until_caught_up=until_caught_up,
-                              batch_records=batch_records, batch_ms=batch_ms)
+                              batch_records=batch_records, batch_ms=batch_ms,
+                              snapshots=_snapshotter(settings, store, snapshot_schedule))
 
         def on_term(_sig: int, _frame: FrameType | None) -> None:
             projector.stop()
@@ -90,10 +100,21 @@ def project(ctx: click.Context, until_caught_up: bool, batch_records: int,
                f"{elapsed:.1f}s, into {store.url}")
 
 
+def _snapshotter(settings: Settings, store: ProjectionStore,
+                 schedule: tuple[float, Path] | None) -> Snapshotter | None:
+    if schedule is None and store_kind(settings.store) != "duckdb":
+        return None  # nothing to take: no schedule, and any process may read Postgres
+    from projections.snapshot import check_out
+    from projections.snapshot_requests import projector_snapshotter
+
+    every, out = schedule if schedule is not None else (None, None)
+    if out is not None:
+        out = check_out(out, getattr(store, "path", None))
+    return projector_snapshotter(settings.store, store, out=out, every_s=every)
+
+
 @click.command()
-@click.option("--as-of", "as_of", metavar="TIME",
-              help="Only events that occurred at or before TIME (ISO-8601, UTC if no zone; "
-                   "or epoch ms).")
+@as_of_option
 @click.option("--out", "out", metavar="FILE.duckdb", type=click.Path(dir_okay=False),
               help="Write a standalone DuckDB file instead; --store is left untouched.")
 @click.option("--progress/--no-progress", default=None,

@@ -101,6 +101,7 @@ def cli(
 
 
 def _register() -> None:
+    from cli.commands_analysts import register as register_analysts
     from cli.commands_demo import demo
     from cli.commands_journal import deadletters, tail
     from cli.commands_read import register as register_read
@@ -114,6 +115,7 @@ def _register() -> None:
     cli.add_command(demo)
     register_write(cli)
     register_read(cli)
+    register_analysts(cli)
     cli.add_command(dev)
 
 

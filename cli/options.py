@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -13,7 +14,7 @@ from cli.logs import DEFAULT_LEVEL, LEVELS
 from ledger.client import new_command_id
 from ledger.domain import MAX_COMMAND_ID_CHARS, MAX_REASON_CHARS, Actor
 from ledger.health import DEFAULT_METRICS_HOST, DEFAULT_READY_MAX_LAG, Endpoint
-from ledger.settings import ENV_LOG_LEVEL
+from ledger.settings import ENV_LOG_LEVEL, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -167,3 +168,40 @@ log_level_option = click.option(
     help=f"Least severe log lines shown (env {ENV_LOG_LEVEL}) [default: {DEFAULT_LEVEL}; up "
     "to WARNING the start and stop lines of serve and project show too]; -v, -vv lower it.",
 )
+
+
+as_of_option = click.option(
+    "--as-of", "as_of", metavar="TIME",
+    help="Only events that occurred at or before TIME (ISO-8601, UTC if no zone; or epoch ms).",
+)
+wait_snapshot_option = click.option(
+    "--timeout", type=click.FloatRange(min=1), default=1800.0, show_default=True,
+    help="Seconds to wait for a DuckDB store's running projector to take the snapshot.",
+)
+
+
+def snapshot_schedule_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --snapshot-every and --snapshot-out; the command gets them as one
+    `snapshot_schedule: tuple[float, Path] | None` keyword (seconds, file)."""
+
+    @functools.wraps(f)
+    def command(*a: Any, snapshot_every: str | None, snapshot_out: Path | None,
+                **kw: Any) -> Any:
+        if (snapshot_every is None) != (snapshot_out is None):
+            raise click.UsageError("--snapshot-every and --snapshot-out go together")
+        schedule = None
+        if snapshot_every is not None and snapshot_out is not None:
+            schedule = (parse_duration(snapshot_every, "--snapshot-every"), snapshot_out)
+        return f(*a, snapshot_schedule=schedule, **kw)
+
+    options = (
+        click.option("--snapshot-every", metavar="DURATION", default=None,
+                     help="Write a snapshot of the store to --snapshot-out this often (e.g. "
+                     "60s, 15m, 1h), on a thread beside the projector's loop."),
+        click.option("--snapshot-out", metavar="FILE.duckdb", default=None,
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="Where --snapshot-every writes (as `ledger snapshot --out`)."),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -23,6 +23,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
@@ -37,6 +38,9 @@ from projections.ingest import Ingest
 from projections.log import TIMEOUT_S, check_log_start, watermarks
 from projections.rows import account_table, balance_deltas
 from projections.store import META_AS_OF, Batch, PositionConflict, PositionKey, ProjectionStore
+
+if TYPE_CHECKING:  # DuckDB, which a snapshot writes, is imported only where one is taken
+    from projections.snapshot_requests import Snapshotter
 
 LOG = logging.getLogger("ledger.projector")
 CONSUME_MAX = 10_000
@@ -67,7 +71,8 @@ class Projector:
 
     def __init__(self, settings: Settings, store: ProjectionStore, *,
                  batch_records: int = 50_000, batch_ms: int = 200,
-                 until_caught_up: bool = False, codec: Codec | None = None) -> None:
+                 until_caught_up: bool = False, codec: Codec | None = None,
+                 snapshots: Snapshotter | None = None) -> None:
         if META_AS_OF in store.meta():
             raise UsageError(f"store {store.url} holds a `replay --as-of` snapshot; projecting "
                              "onto it would mix times. Run `ledger replay` without --as-of first")
@@ -79,6 +84,7 @@ class Projector:
         self.topics = [settings.topic("accounts"), settings.topic("events")]
         self.ingest = Ingest(settings, codec)
         self.deadletter = DeadLetterSink(settings)
+        self.snapshots = snapshots  # periodic and requested snapshots, between batches
         self.stats = ProjectorStats()
         self.expected: dict[PositionKey, int] = {}  # stored next_offset of owned partitions
         self.ends: dict[PositionKey, int] = {}
@@ -113,6 +119,8 @@ class Projector:
             self._start()
             self._loop()
             self._flush()
+            if self.snapshots is not None:  # caught up: a snapshot in progress finishes
+                self.snapshots.close(cancel=self._stopping)
         except BaseException:
             # Whatever is pending was read past an error or an interrupt: it must not commit,
             # not even from the revoke that closing the consumer triggers.
@@ -121,6 +129,8 @@ class Projector:
             raise
         finally:
             self.heartbeat.stop()
+            if self.snapshots is not None:
+                self.snapshots.close()
             self._close()
             s = self.stats
             LIFECYCLE.info("project stopped: %d events, %d records, %d dead-lettered in %d "
@@ -147,6 +157,8 @@ class Projector:
         while not self._stopping:
             self.heartbeat.beat()
             self._upkeep()
+            if self.snapshots is not None:
+                self.snapshots.tick()
             left = self.batch_s - (time.monotonic() - started) if len(self.ingest) else IDLE_POLL_S
             want = min(CONSUME_MAX, self.batch_records - len(self.ingest))
             msgs = self._consume(max(want, 1), max(left, 0.0))

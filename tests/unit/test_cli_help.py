@@ -29,6 +29,7 @@ CONTRACT = [
     "tail",
     "deadletters",
     "query",
+    "snapshot",
     "demo",
 ]
 

@@ -30,6 +30,7 @@ CONTRACT = [
     "deadletters",
     "query",
     "snapshot",
+    "export",
     "demo",
 ]
 

@@ -28,8 +28,14 @@ def day_of(ms: int) -> date:
 
 def demo_like_events(n: int = 600, seed: int = 7) -> list[Event]:
     """Events of every kind over some three weeks (one every ~50 minutes), so accounts have
-    days without postings and days with several."""
-    return make_events(n, users=25, rooms=5, seed=seed, step_ms=50 * 60 * 1000)
+    days without postings and days with several; grants come from system:rewards, as the
+    processor's do."""
+    events = make_events(n, users=25, rooms=5, seed=seed, step_ms=50 * 60 * 1000)
+    for e in events:
+        for p in e["postings"]:
+            if p["account"] == "system:grants":
+                p["account"] = "system:rewards"
+    return events
 
 
 def placed(events: Sequence[Event], partitions: int = 3) -> list[tuple[Event, int, int]]:
@@ -59,7 +65,7 @@ def fill_store(store: ProjectionStore, events: Sequence[Event], partitions: int 
     ones before start were projected before); the positions reached (next offsets, holes
     included)."""
     rows = placed(events, partitions)[start:]
-    accounts = make_accounts(events)
+    accounts = [a for a in make_accounts(events) if a["type"] != "SYSTEM"]  # never opened
     keys = [(TOPIC, p) for p in range(partitions)] + [(ACCOUNTS_TOPIC, 0)]
     positions = store.claim_positions(keys)
     first = True

@@ -7,17 +7,28 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from cli.context import settings_of
-from ledger.demo import DemoResult, DemoSize, StudyRoomApp, processor_credit_key
+from cli.render import print_table
+from ledger.demo import (
+    ANALYST_QUESTION,
+    ANALYST_SQL,
+    DemoResult,
+    DemoSize,
+    StudyRoomApp,
+    processor_credit_key,
+)
 from ledger.errors import InfrastructureError, LedgerError, RejectedError
 from ledger.kafka import check_reachable
 from ledger.settings import DEFAULT_BOOTSTRAP, ENV_CREDIT_KEY, Settings
 from ledger.topics import create_topics
 from ledger.wiring import build_client
+
+SNAPSHOT_WAIT_S = 120.0  # how long the demo waits for its projector to catch up
 
 
 @click.command("demo")
@@ -66,7 +77,8 @@ def demo(
     seed: int,
     out: Path | None,
 ) -> None:
-    """Play the study-room app: processor, projector, replay into DuckDB, verify."""
+    """Play the study-room app: processor, projector, replay into DuckDB, verify; end with
+    a snapshot taken while the projector runs and one analyst's question asked of it."""
     settings = _ensure_stack(settings_of(ctx))
     work = settings.home / "demo"
     work.mkdir(parents=True, exist_ok=True)
@@ -79,9 +91,12 @@ def demo(
                {ENV_CREDIT_KEY: processor_credit_key(settings, work)}),
         _spawn(settings, work, "project", ["project"]),
     ]
+    snapshot = out.with_name(out.stem + "-snapshot.duckdb")
     try:
         _step("playing the study-room app")
         result = _play(settings, size)
+        _step(f"taking a snapshot for analysts into {snapshot} while the projector runs")
+        _take_snapshot(settings, snapshot, result.events)
     finally:
         for proc in services:
             _stop(proc)
@@ -92,6 +107,49 @@ def demo(
     _step("verifying the replayed state against the log")
     verdict = _ledger(settings, ["--store", f"duckdb:///{out}", "verify", "--json"], capture=True)
     _summary(result, out, json.loads(verdict.strip().splitlines()[-1]))
+    _analyst_example(snapshot)
+
+
+def _take_snapshot(settings: Settings, snapshot: Path, events: int) -> None:
+    """`ledger snapshot` of the live store (the projector takes it), again until it holds
+    every event the app wrote (the projector may be a moment behind); each one after the
+    first copies only the rows added since."""
+    deadline = time.monotonic() + SNAPSHOT_WAIT_S
+    while True:
+        _ledger(settings, ["snapshot", "--out", str(snapshot)], capture=True)
+        if _events_in(snapshot) >= events or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+
+
+def _events_in(path: Path) -> int:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        ((n,),) = con.execute("SELECT count(DISTINCT event_id) FROM audit_log").fetchall()
+    finally:
+        con.close()
+    return int(n)
+
+
+def _analyst_example(snapshot: Path) -> None:
+    """One of docs/analysts.md's questions, answered from the snapshot."""
+    import duckdb
+
+    con = duckdb.connect(str(snapshot), read_only=True)
+    try:
+        cur = con.execute(ANALYST_SQL)
+        names = [d[0] for d in cur.description or []]
+        rows = [list(r) for r in cur.fetchall()]
+    finally:
+        con.close()
+    click.echo(f"snapshot for analysts (taken while the projector ran): {snapshot}")
+    click.echo(f"  {ANALYST_QUESTION}")
+    for line in ANALYST_SQL.splitlines():
+        click.echo(f"    {line}")
+    print_table(names, rows[:5])
+    click.echo(f"  ({len(rows)} rows; nine more questions and every column: docs/analysts.md)")
 
 
 def _ensure_stack(settings: Settings) -> Settings:

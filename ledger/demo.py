@@ -25,6 +25,17 @@ from ledger.settings import Settings
 from ledger.wiring import credit_key_of
 
 Progress = Callable[[str, int, int], None]
+# One of docs/analysts.md's ten questions (verbatim: a test holds it there), asked of the
+# snapshot the demo ends with.
+ANALYST_QUESTION = "Which rooms collected the most in join fees last week?"
+ANALYST_SQL = """WITH latest AS (SELECT max(occurred_at) AS at FROM audit_log)
+SELECT a.account AS room, sum(a.amount) AS fees, count(*) AS joins
+FROM audit_log a, latest
+WHERE a.kind = 'JOINED' AND a.account LIKE 'room:%'
+  AND a.occurred_at > latest.at - INTERVAL '7 days'
+GROUP BY a.account
+ORDER BY fees DESC, room
+LIMIT 10;"""
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,11 @@ class DemoResult:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def events(self) -> int:
+        """Journal events the accepted commands wrote."""
+        return sum(len(o.event_ids) for o in self.outcomes.values() if o.accepted)
 
     def counts(self) -> dict[str, Counter[str]]:
         """Per command kind: accepted and each rejection reason."""

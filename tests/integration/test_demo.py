@@ -40,6 +40,17 @@ def test_demo_plays_the_study_room_app_and_verifies_the_replay(bootstrap: str,
     join_line = next(line for line in summary.splitlines() if line.strip().startswith("Join"))
     assert "accepted" in join_line and "rejected:insufficient_points" in join_line
     assert "top balances: " in summary and f"DuckDB file for analysts: {out}" in summary
+    # It ends with a snapshot taken while the projector ran, and a question asked of it.
+    snapshot = tmp_path / "demo-snapshot.duckdb"
+    assert f"snapshot for analysts (taken while the projector ran): {snapshot}" in summary
+    assert "Which rooms collected the most in join fees last week?" in summary
+    assert re.search(r"room +fees +joins\n[- ]+\nroom:r\d", summary), summary
+    con = duckdb.connect(str(snapshot), read_only=True)
+    try:
+        held = con.execute("SELECT count(DISTINCT event_id) FROM audit_log").fetchone()
+    finally:
+        con.close()
+    assert held is not None and held[0] == int(verdict.group(1))
 
     # The sample query it suggests runs as printed.
     query = re.search(r'query "(.+)"', summary)

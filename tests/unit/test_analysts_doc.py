@@ -89,3 +89,10 @@ def test_every_kind_actor_and_system_account_is_listed(
         "GRANTED", "EARNED", "SPENT", "JOINED", "REVERSED"}
     assert actors <= first_column("### Actors") == {"SYSTEM", "USER", "ADMIN"}
     assert system <= first_column("### Accounts")
+
+
+def test_the_demo_asks_one_of_these_questions() -> None:
+    from ledger.demo import ANALYST_QUESTION, ANALYST_SQL
+
+    assert any(q == ANALYST_QUESTION and sql.strip() == ANALYST_SQL
+               for _, q, _, sql in EXAMPLES)

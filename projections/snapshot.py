@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from ledger.errors import StoreError, UsageError
 from projections.duckdb_store import DuckDBProjectionStore
 from projections.snapshot_source import StoreReader, columns, sql_text
+from projections.sql_store import TABLE_DDL
 from projections.store import (
     AUDIT_SCHEMA,
     META_AS_OF,
@@ -206,7 +207,10 @@ def _fill(con: duckdb.DuckDBPyConnection, reader: StoreReader,
         if tails:
             _check_tails(tails, seen)
         for name in ("accounts", "balances", "projection_positions"):
-            con.execute(f"DELETE FROM {name}")
+            # Dropped, not emptied: DuckDB's commit of a DELETE of 100k keyed rows took 15 s
+            # here (the primary-key index), a new table's a fraction of a second.
+            con.execute(f"DROP TABLE {name}")
+            con.execute(f"CREATE TABLE {name} ({TABLE_DDL[name]})")
             _insert(con, name, reader.table(name))
         new_tails = _tails(con, where)
         if tails:

@@ -131,7 +131,7 @@ class DuckDBReader(StoreReader):
             raise StoreError(f"no DuckDB store at {path}: run `ledger project` or `ledger "
                              "replay` first")
         try:
-            con = duckdb.connect(path, read_only=True, config={"memory_limit": "256MB"})
+            con = duckdb.connect(path, read_only=True, config={"memory_limit": "64MB"})
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise StoreLocked(f"DuckDB store {path} is open for writing by another "

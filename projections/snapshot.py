@@ -198,8 +198,9 @@ def _fill(con: duckdb.DuckDBPyConnection, reader: StoreReader,
     con.execute("BEGIN TRANSACTION")
     try:
         seen: list[pa.RecordBatch] = []
-        where = _since(tails) if tails else ""
-        audit = reader.table("audit_log", where)
+        starts = _starts(tails, positions) if tails else None
+        cols = columns(AUDIT_SCHEMA)
+        audit = reader.read(_rows_from(cols, starts, reader.prunes_by_offset), AUDIT_SCHEMA)
         if tails:
             audit = pa.RecordBatchReader.from_batches(AUDIT_SCHEMA, _split(audit, tails, seen))
         before = _count(con, "audit_log")
@@ -212,7 +213,7 @@ def _fill(con: duckdb.DuckDBPyConnection, reader: StoreReader,
             con.execute(f"DROP TABLE {name}")
             con.execute(f"CREATE TABLE {name} ({TABLE_DDL[name]})")
             _insert(con, name, reader.table(name))
-        new_tails = _tails(con, where)
+        new_tails = _tails(con, starts)
         if tails:
             new_tails = {**tails, **new_tails}
         _write_meta(con, reader, meta, new_tails)
@@ -229,14 +230,30 @@ def _fill(con: duckdb.DuckDBPyConnection, reader: StoreReader,
                           journal={k: meta[k] for k in COPIED_META if k in meta})
 
 
-def _since(tails: dict[PositionKey, Tail]) -> str:
-    """Audit rows of each partition from its tail event on, and every row of the others."""
-    def part(topic: str, p: int) -> str:
-        return f'(topic = {sql_text(topic)} AND "partition" = {p})'
+def _starts(tails: dict[PositionKey, Tail],
+            positions: dict[PositionKey, int]) -> dict[PositionKey, int]:
+    """The offset each partition's new rows start at: its tail event (held already, read
+    again for the check), or 0 for a partition of the journal without a tail. Audit rows
+    exist only where positions do (a projector claims a position before writing rows)."""
+    journal = {topic for topic, _ in tails}
+    return {key: tails[key][0] if key in tails else 0
+            for key in sorted(positions) if key[0] in journal}
 
-    after = [f'({part(t, p)} AND "offset" >= {o})' for (t, p), (o, _) in sorted(tails.items())]
-    known = " OR ".join(part(t, p) for t, p in sorted(tails))
-    return f"WHERE {' OR '.join(after)} OR NOT ({known})"
+
+def _rows_from(cols: str, starts: dict[PositionKey, int] | None, union: bool) -> str:
+    """The audit rows from those offsets on (all rows without starts). On DuckDB one
+    SELECT per partition: each prunes row groups by its offset bound (0.1 s against 3.8 s
+    for one OR'd filter over 20M rows here); on Postgres, one scan with the filters OR'd
+    (no index on offsets: a SELECT per partition would scan each time)."""
+    if starts is None:
+        return f"SELECT {cols} FROM audit_log"
+    bounds = [f'topic = {sql_text(t)} AND "partition" = {p} AND "offset" >= {o}'
+              for (t, p), o in starts.items()]
+    if not bounds:
+        return f"SELECT {cols} FROM audit_log WHERE false"
+    if union:
+        return " UNION ALL ".join(f"SELECT {cols} FROM audit_log WHERE {b}" for b in bounds)
+    return f"SELECT {cols} FROM audit_log WHERE " + " OR ".join(f"({b})" for b in bounds)
 
 
 def _split(batches: pa.RecordBatchReader, tails: dict[PositionKey, Tail],
@@ -282,10 +299,13 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(n)
 
 
-def _tails(con: duckdb.DuckDBPyConnection, where: str) -> dict[PositionKey, Tail]:
-    rows = con.execute('SELECT topic, "partition", max("offset"), arg_max(event_id, "offset") '
-                       f"FROM audit_log {where} GROUP BY topic, \"partition\"").fetchall()
-    return {(t, int(p)): (int(o), e) for t, p, o, e in rows}
+def _tails(con: duckdb.DuckDBPyConnection,
+           starts: dict[PositionKey, int] | None) -> dict[PositionKey, Tail]:
+    """The last event held of each partition (of the rows from starts on)."""
+    rows = _rows_from('topic, "partition", "offset", event_id', starts, union=True)
+    found = con.execute('SELECT topic, "partition", max("offset"), arg_max(event_id, "offset") '
+                        f'FROM ({rows}) GROUP BY topic, "partition"').fetchall()
+    return {(t, int(p)): (int(o), e) for t, p, o, e in found}
 
 
 def _write_meta(con: duckdb.DuckDBPyConnection, reader: StoreReader, meta: dict[str, str],

@@ -62,6 +62,7 @@ class StoreReader(ABC):
 
     url: str
     started_ms: int
+    prunes_by_offset = False  # does a filter on "offset" skip stored rows (DuckDB zonemaps)?
 
     @abstractmethod
     def read(self, sql: str, schema: pa.Schema) -> pa.RecordBatchReader:
@@ -107,6 +108,8 @@ def _cast(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchRead
 
 class DuckDBReader(StoreReader):
     """A read transaction on a DuckDB connection (see the module's docstring)."""
+
+    prunes_by_offset = True
 
     def __init__(self, con: duckdb.DuckDBPyConnection, url: str, owned: bool) -> None:
         self.url = url

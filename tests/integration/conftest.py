@@ -30,6 +30,7 @@ from ledger.settings import (
 )
 from ledger.topics import create_topics
 from tests.integration import containers
+from tests.integration.journal_factory import fresh_pg_url
 from tests.integration.ledger_helpers import TEST_CREDIT_KEY
 from tests.integration.stacks import SESSION_KAFKA, SESSION_PG
 
@@ -115,3 +116,11 @@ def make_settings(bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store of each kind: a DuckDB file, a Postgres database."""
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'store.duckdb'}"
+    return fresh_pg_url(request.getfixturevalue("postgres_url"))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.codec import Codec
 from ledger.errors import StoreError, UnknownFingerprintError
 from ledger.settings import Settings
+from ledger.wire import Codec
 from projections.checksum import balance_checksum
 from projections.factory import open_store
 from projections.projector import Projector
@@ -36,13 +36,6 @@ from tests.integration.journal_factory import (
 
 pytestmark = pytest.mark.integration
 MakeSettings = Callable[..., Settings]
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'replay.duckdb'}"
-    return fresh_pg_url(request.getfixturevalue("postgres_url"))
 
 
 def extend(settings: Settings, journal: Journal, n: int, seed: int, users: int = 40) -> Journal:

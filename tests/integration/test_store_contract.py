@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from ledger.errors import JournalMismatchError, StoreError
+from ledger.wire.event import Event, EventColumns
 from projections.checksum import balance_checksum
-from projections.decode import Event, EventColumns
 from projections.factory import open_store
 from projections.rows import (
     BalanceAccumulator,
@@ -32,7 +32,6 @@ from projections.store import (
     PositionConflict,
     Snapshot,
 )
-from tests.integration.journal_factory import fresh_pg_url
 
 pytestmark = pytest.mark.integration
 TOPIC = "p.events"
@@ -42,13 +41,6 @@ E2: Event = ("e2", "c2", "JOINED", [("user:a", -4), ("room:r", 4)], 2_000, "ADMI
              'tab\there, "quoted", comma; newline\nand ünïcode', None)
 E3: Event = ("e3", "c3", "REVERSED", [("user:a", -6), ("system:rewards", 6)], 3_000, "SYSTEM",
              "", "e1")
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'contract.duckdb'}"
-    return fresh_pg_url(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

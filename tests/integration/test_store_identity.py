@@ -4,7 +4,6 @@ another journal (exit 2, one line naming both) unless told --reset; on both stor
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -13,18 +12,11 @@ from ledger.settings import Settings
 from projections.factory import open_store
 from projections.sql_store import SqlProjectionStore
 from projections.store import JournalIdentity
-from tests.integration.journal_factory import Journal, fresh_pg_url, write_journal
+from tests.integration.journal_factory import Journal, write_journal
 
 pytestmark = pytest.mark.integration
 MakeSettings = Callable[..., Settings]
 Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb:///{tmp_path / 'identity.duckdb'}"
-    return fresh_pg_url(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

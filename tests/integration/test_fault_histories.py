@@ -105,6 +105,7 @@ def test_rebalance_storm(bootstrap: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # 20 broker restarts in a 3-node cluster on 2 cores: ~30 min loaded
 def test_coordinator_kill(tmp_path: Path) -> None:
     """Twenty SIGKILLs of the broker hosting the processor's transaction coordinator."""
     jars = dkafka.default_jars_dir(default_home())

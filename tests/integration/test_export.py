@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from tests import views_fold as fold
 from tests.integration.journal_factory import (
     JournalWriter,
     expected_balances,
-    fresh_pg_url,
     ledger_argv,
     make_journal,
 )
@@ -35,13 +34,12 @@ pytestmark = pytest.mark.integration
 EVENTS = fold.demo_like_events(500, seed=12)
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url = (f"duckdb:///{tmp_path / 'store.duckdb'}" if request.param == "duckdb"
-           else fresh_pg_url(request.getfixturevalue("postgres_url")))
-    with open_store(url) as store:
+@pytest.fixture
+def filled(store_url: str) -> str:
+    """A store of each kind (conftest's store_url) holding EVENTS."""
+    with open_store(store_url) as store:
         fold.fill_store(store, EVENTS)
-    yield url
+    return store_url
 
 
 def export(url: str, out: Path, as_of: int | None = None) -> dict[str, Any]:
@@ -76,10 +74,10 @@ def read_with_pyarrow(out: Path) -> tuple[dict[str, int], dict[str, int]]:
                      balances.column("balance").to_pylist(), strict=True)))
 
 
-def test_exported_audit_rows_fold_back_to_the_exported_balances(store_url: str,
+def test_exported_audit_rows_fold_back_to_the_exported_balances(filled: str,
                                                                 tmp_path: Path) -> None:
     out = tmp_path / "export"
-    manifest = export(store_url, out)
+    manifest = export(filled, out)
     want = expected_balances(EVENTS)
     audit, balances, days = read_with_duckdb(out)
     assert audit == balances == want
@@ -93,7 +91,7 @@ def test_exported_audit_rows_fold_back_to_the_exported_balances(store_url: str,
     assert tables["accounts"]["rows"] == len({p["account"] for e in EVENTS
                                               for p in e["postings"]
                                               if not p["account"].startswith("system:")})
-    with open_store(store_url) as store:
+    with open_store(filled) as store:
         positions = store.positions()
         assert manifest["balance_checksum"] == store.balance_checksum()
     assert {(p["topic"], p["partition"]): p["next_offset"]
@@ -103,10 +101,10 @@ def test_exported_audit_rows_fold_back_to_the_exported_balances(store_url: str,
 
 
 def test_as_of_exports_the_rows_balances_and_accounts_of_that_moment(
-        store_url: str, tmp_path: Path) -> None:
+        filled: str, tmp_path: Path) -> None:
     moment = EVENTS[len(EVENTS) // 2]["occurred_at"]
     out = tmp_path / "then"
-    manifest = export(store_url, out, as_of=moment)
+    manifest = export(filled, out, as_of=moment)
     audit, balances, _ = read_with_duckdb(out)
     assert audit == balances == expected_balances(EVENTS, as_of=moment)
     assert manifest["as_of_ms"] == moment
@@ -114,10 +112,10 @@ def test_as_of_exports_the_rows_balances_and_accounts_of_that_moment(
     assert opened and all(fold.as_ms(t) <= moment for t in opened)
 
 
-def test_pandas_reads_the_export(store_url: str, tmp_path: Path) -> None:
+def test_pandas_reads_the_export(filled: str, tmp_path: Path) -> None:
     pandas = pytest.importorskip("pandas")
     out = tmp_path / "export"
-    export(store_url, out)
+    export(filled, out)
     audit = pandas.read_parquet(out / "audit_log")
     balances = pandas.read_parquet(out / "balances.parquet")
     assert audit.groupby("account")["amount"].sum().to_dict() == dict(

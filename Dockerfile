@@ -21,8 +21,8 @@ RUN pip wheel --no-cache-dir --wheel-dir wheels .
 # image its absence is a failed build, not a replay five times slower.
 RUN python -c "import glob, sys, zipfile; \
 names = zipfile.ZipFile(glob.glob('wheels/points_ledger-*.whl')[0]).namelist(); \
-sys.exit(0 if any(n.startswith('projections/_eventreader') and n.endswith('.so') for n in names) \
-else 'the wheel lacks the compiled event reader (projections/_eventreader.c)')"
+sys.exit(0 if any(n.startswith('ledger/wire/_eventreader') and n.endswith('.so') for n in names) \
+else 'the wheel lacks the compiled event reader (ledger/wire/_eventreader.c)')"
 
 # --- runtime: the wheel with no extras, no compiler, a user without privileges ---------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -37,7 +37,7 @@ WORKDIR /tmp
 RUN --mount=type=bind,from=build,source=/src/wheels,target=/tmp/wheels \
     pip install --no-cache-dir --no-index --find-links wheels points-ledger
 # Smoke test: the C reader, the schema catalogue and the CLI load from the installed wheel.
-RUN python -c "import projections._eventreader, ledger.codec; ledger.codec.Codec()" \
+RUN python -c "import ledger.wire._eventreader, ledger.wire; ledger.wire.Codec()" \
     && ledger --help > /dev/null
 
 # LEDGER_HOME holds what the CLI keeps by default; LEDGER_STATE_DIR the processor's state

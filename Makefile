@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck bench bench-large faults install postgres-binaries clean
 
-$(STAMP): pyproject.toml setup.py projections/_eventreader.c
+$(STAMP): pyproject.toml setup.py ledger/wire/_eventreader.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

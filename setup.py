@@ -1,11 +1,11 @@
-"""The one compiled part: the replay's event reader (projections/_eventreader.c).
+"""The one compiled part: the replay's event reader (ledger/wire/_eventreader.c).
 
 Everything else is declared in pyproject.toml. The extension is optional at run time:
-without it, projections.decode falls back to its pure-Python reader (slower, same rows).
+without it, ledger.wire.event's pure-Python reader does the work (slower, same rows).
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("projections._eventreader", ["projections/_eventreader.c"],
+setup(ext_modules=[Extension("ledger.wire._eventreader", ["ledger/wire/_eventreader.c"],
                              extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra"],
                              optional=True)])

@@ -18,9 +18,9 @@ from sqlalchemy import BigInteger, Integer, String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 
-from ledger.codec import Codec
 from ledger.kafka import make_consumer
 from ledger.settings import Settings
+from ledger.wire import Codec
 
 
 class Base(DeclarativeBase):

@@ -34,13 +34,13 @@ from confluent_kafka import TopicPartition
 from bench.journal import START_MS, account_record, produce_retrying, transactional_producer
 from bench.replay import ledger_cli
 from ledger.client import LedgerClient
-from ledger.codec import Codec
 from ledger.credits import generate_key
 from ledger.domain import Actor, Earn, Spend, entry_event_id
 from ledger.kafka import committed, make_consumer, make_producer
 from ledger.records import Outcome, command_to_record
 from ledger.settings import ENV_CREDIT_KEY, Settings
 from ledger.topics import create_topics
+from ledger.wire import Codec
 
 REPO = Path(__file__).resolve().parent.parent
 GRANT = 1_000_000_000 // 1000  # far more than the commands can spend: nothing is refused

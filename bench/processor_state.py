@@ -24,11 +24,11 @@ from confluent_kafka import TopicPartition
 from bench.machine import cpu_model, load, ram_gb
 from bench.processor import open_accounts, prefill_commands, start_serve, stop_serve
 from ledger.client import LedgerClient, new_command_id
-from ledger.codec import Codec
 from ledger.domain import Actor, Earn
 from ledger.kafka import committed, make_consumer
 from ledger.settings import ENV_STATE_DIR, Settings
 from ledger.topics import create_topics
+from ledger.wire import Codec
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:

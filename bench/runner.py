@@ -17,9 +17,9 @@ from bench.chart import draw
 from bench.replay import ReplayRun, run_replay
 from bench.report import Report
 from bench.stack import Target, delete_topics, drop_schema, fresh_schema_url, postgres_version
-from ledger.codec import Codec
 from ledger.settings import Settings, read_kafka_config
 from ledger.topics import TOPICS, create_topics
+from ledger.wire import Codec
 
 LOG = logging.getLogger("bench")
 PHASES = ("generate", "raw", "kafka-perf", "replay-duckdb", "replay-postgres", "baseline",

@@ -15,6 +15,7 @@ from ledger.client import new_command_id
 from ledger.domain import MAX_COMMAND_ID_CHARS, MAX_REASON_CHARS, Actor
 from ledger.health import DEFAULT_METRICS_HOST, DEFAULT_READY_MAX_LAG, Endpoint
 from ledger.settings import ENV_LOG_LEVEL, parse_duration
+from ledger.wire import command
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,7 +89,7 @@ reason_option = click.option(
 )
 actor_option = click.option(
     "--actor",
-    type=click.Choice(["SYSTEM", "USER", "ADMIN"]),
+    type=click.Choice(command.ACTORS),
     default="USER",
     show_default=True,
     help="Who causes the change, for the audit log.",

@@ -1,7 +1,8 @@
 """An independent fold of the journal: plain consumer, fastavro, no ledger or projection code.
 
 What the ledger's own code computes is checked against this, so a bug shared by the
-processor and the projector cannot hide.
+processor and the projector cannot hide. From the ledger it takes two facts of the wire
+format (where the schema files are, how long the single-object header is), no decoder.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from fastavro import parse_schema, schemaless_reader
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "ledger" / "schemas"
-SCHEMA = SCHEMAS / "event.v1.avsc"
-BALANCE_SCHEMA = SCHEMAS / "balance.v1.avsc"
+from ledger.wire import HEADER_LEN, SCHEMA_DIR
+
+SCHEMA = SCHEMA_DIR / "event.v1.avsc"
+BALANCE_SCHEMA = SCHEMA_DIR / "balance.v1.avsc"
 
 
 @dataclass
@@ -66,8 +68,9 @@ def read_records(
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(msg.partition())
                     continue
-                # Single-object encoding: C3 01 and the 8-byte schema fingerprint, then Avro.
-                record = schemaless_reader(BytesIO((msg.value() or b"")[10:]), schema, None)
+                # Single-object encoding: the header (C3 01, the schema fingerprint), then Avro.
+                record = schemaless_reader(BytesIO((msg.value() or b"")[HEADER_LEN:]), schema,
+                                           None)
                 assert isinstance(record, dict)
                 yield (msg.partition() or 0, msg.offset() or 0,
                        (msg.key() or b"").decode("utf-8", "replace"), record)

@@ -16,7 +16,6 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from ledger.codec import Codec
 from ledger.domain import Command, envelope_problem, issued_time
 from ledger.errors import InfrastructureError, UsageError, WaitTimeoutError
 from ledger.kafka import (
@@ -29,6 +28,7 @@ from ledger.kafka import (
 )
 from ledger.records import Outcome, ReverseRef, command_to_record
 from ledger.settings import Settings
+from ledger.wire import Codec
 
 
 def new_command_id() -> str:

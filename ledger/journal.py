@@ -8,12 +8,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, KafkaError, Message, TopicPartition
 
-from ledger.codec import Codec
 from ledger.domain import JournalEntry
 from ledger.errors import CodecError, RejectedError, UsageError
 from ledger.kafka import make_consumer, topic_partitions
 from ledger.records import ReverseRef, entry_from_record
 from ledger.settings import Settings
+from ledger.wire import Codec
 
 
 @dataclass(frozen=True)

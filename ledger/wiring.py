@@ -6,13 +6,13 @@ import logging
 from functools import lru_cache
 
 from ledger.client import LedgerClient
-from ledger.codec import Codec
 from ledger.credits import CreditSigner
 from ledger.errors import UsageError
 from ledger.health import Endpoint
 from ledger.processor import CommandProcessor
 from ledger.processor.service import ProcessorClients, ProcessorTuning
 from ledger.settings import ENV_CREDIT_KEY, Settings
+from ledger.wire import Codec
 
 log = logging.getLogger("ledger.processor")
 

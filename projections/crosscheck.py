@@ -1,7 +1,7 @@
 """`ledger verify`'s second reading of the journal, independent of the replay's decoders.
 
-The projector and the replay decode events with hand-written readers (projections/decode.py,
-projections/fastread.py and the C reader behind it). Here the same records are decoded by
+The projector and the replay decode events with hand-written readers (ledger/wire/event.py
+and the C reader beside it). Here the same records are decoded by
 fastavro's generic schemaless reader instead (`Codec.decode_as`: the writer schema found by
 the single-object header's fingerprint in the schemas/ catalogue), balances are folded from
 the decoded postings in plain Python, and their checksum is what the store's must equal: a
@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import Message
 
-from ledger.codec import Codec
 from ledger.errors import CodecError
+from ledger.wire import Codec
 from projections.checksum import balance_checksum
 
 SUSPECTS_MAX = 100_000  # repeated hashes a check looks at closely: bounds the second pass

@@ -19,10 +19,10 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
-from ledger.codec import Codec
 from ledger.errors import InfrastructureError
 from ledger.kafka import make_consumer
 from ledger.settings import Settings
+from ledger.wire import Codec
 from projections.crosscheck import CrossCheck, Partial
 from projections.log import Ranges, read_ranges
 

@@ -7,19 +7,36 @@ schema file is missing from this deployment, not that one record is bad.
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 from confluent_kafka import Message
 
-from ledger.codec import HEADER_LEN, Codec
 from ledger.errors import CodecError, UnknownFingerprintError
 from ledger.settings import Settings
-from projections import fastread
-from projections.decode import AccountDecoder, EventColumns, EventDecoder, read_events
+from ledger.wire import HEADER_LEN, Codec
+from ledger.wire.account import AccountDecoder
+from ledger.wire.event import (
+    EventColumns,
+    EventDecoder,
+    compiled,
+    read_compiled_messages,
+    read_events,
+)
 from projections.log import check_message_error
-from projections.rows import audit_table
+from projections.rows import audit_table, compiled_audit_table
+
+log = logging.getLogger("ledger.replay")
+
+
+@functools.cache  # once per process: every batch would ask
+def say_pure_python() -> None:
+    log.warning("the compiled event reader (ledger.wire._eventreader) is not installed, "
+                "probably no C compiler at install time: reading events with the slower "
+                "pure-Python reader (same results)")
 
 
 @dataclass(frozen=True)
@@ -44,10 +61,10 @@ class Ingest:
         self.decoder = EventDecoder(self.codec)
         self.account_decoder = AccountDecoder(self.codec)
         # The compiled reader when built; native=False forces the pure-Python one (tests).
-        self.native = (fastread.available() if native is None else native) \
+        self.native = (compiled() if native is None else native) \
             and len(self.decoder.fast_header) == HEADER_LEN
-        if native is None and not fastread.available():
-            fastread.say_pure_python()
+        if native is None and not compiled():
+            say_pure_python()
         self.events_topic = settings.topic("events")
         self.accounts_topic = settings.topic("accounts")
         self.as_of = as_of
@@ -76,10 +93,10 @@ class Ingest:
     def audit(self) -> pa.Table:
         """The batch's audit rows."""
         tables = [*self.chunks, audit_table(self.events, self.events_topic)]
-        # One copy into Arrow's own memory. Left as chunks over the compiled reader's
-        # bytes buffers, a two-projector run (test_projector) sent strings with zeroed
-        # bytes to Postgres a few batches later; the copy, made while they are intact,
-        # cures it (cause not found). It costs ~5 ms per 25k events.
+        # One chunk: a consume call with no event records (accounts only, say) leaves an
+        # empty chunk, and Arrow's CSV writer (the Postgres store's COPY; pyarrow 26)
+        # garbles the start of its output, NUL bytes for text, when a table's first
+        # record batch is empty. The copy costs ~5 ms per 25k events (test_read_ingest).
         return pa.concat_tables(tables).combine_chunks()
 
     def add(self, msgs: list[Message]) -> None:
@@ -88,9 +105,9 @@ class Ingest:
         if not self.native:
             self._add_python(msgs)
             return
-        table, failures, later, events, slow, partitions = fastread.read_messages(
+        cols, failures, later, events, slow, partitions = read_compiled_messages(
             msgs, self.events_topic, self.decoder.fast_header, self.as_of)
-        self.chunks.append(table)
+        self.chunks.append(compiled_audit_table(cols, self.events_topic))
         self.native_events += events
         self.later += later
         self.fast_partitions.update(partitions)

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from ledger.codec import Codec
 from ledger.errors import LedgerError, StoreError, StoreUnavailableError, UsageError
 from ledger.health import LIFECYCLE, Heartbeat, LatencyHistogram
 from ledger.kafka import make_consumer, unreachable
 from ledger.settings import Settings
+from ledger.wire import Codec
 from projections.deadletter import DeadLetterSink
 from projections.identity import claim_journal, journal_of
 from projections.ingest import Ingest

@@ -1,7 +1,9 @@
 """Decoded journal events to Arrow: audit rows, balance increments, summaries.
 
-Pure functions over Arrow tables; no Kafka, no database. Event-level fields are
-collected once per event and spread over its postings with one `take`.
+Pure functions over Arrow tables; no Kafka, no database. Audit rows come from either
+event reader of ledger.wire.event: the Python one's columns (event-level fields are
+collected once per event and spread over its postings with one `take`) or the compiled
+one's buffers (wrapped, not copied).
 
 Sums per account and per partition hash the keys once (dictionary_encode) and add
 with numpy: Arrow's group_by runs an Acero plan on its thread pool, whose buffers
@@ -18,7 +20,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from projections.decode import EventColumns
+from ledger.wire.event import ACTORS, KINDS, Buffers, EventColumns
 from projections.store import (
     ACCOUNT_SCHEMA,
     AUDIT_SCHEMA,
@@ -46,6 +48,34 @@ def audit_table(cols: EventColumns, topic: str) -> pa.Table:
         spread(cols.occurred_at, pa.int64()).cast(TS),
         spread(cols.reverses, pa.string()), pa.repeat(topic, len(cols.owner)),
         spread(cols.partition, pa.int32()), spread(cols.offset, pa.int64()),
+    ], schema=AUDIT_SCHEMA)
+
+
+_KINDS = pa.array(KINDS, pa.string())
+_ACTORS = pa.array(ACTORS, pa.string())
+
+
+def compiled_audit_table(cols: Buffers, topic: str) -> pa.Table:
+    """The audit rows (AUDIT_SCHEMA) of the compiled reader's buffers, one per posting."""
+    rows, nulls = cols["rows_nulls"]
+
+    def fixed(name: str, type_: pa.DataType) -> pa.Array:
+        return pa.Array.from_buffers(type_, rows, [None, pa.py_buffer(cols[name])])
+
+    def string(name: str, valid: pa.Buffer | None = None, null_count: int = 0) -> pa.Array:
+        offsets, data = cols[name]
+        return pa.Array.from_buffers(pa.string(), rows,
+                                     [valid, pa.py_buffer(offsets), pa.py_buffer(data)],
+                                     null_count)
+
+    valid = pa.py_buffer(cols["reverses_valid"]) if nulls else None
+    return pa.table([
+        string("event_id"), string("command_id"), _KINDS.take(fixed("kind", pa.uint8())),
+        fixed("posting", pa.int32()), string("account"), fixed("amount", pa.int64()),
+        _ACTORS.take(fixed("actor", pa.uint8())), string("reason"),
+        fixed("occurred_at", TS), string("reverses", valid, nulls),
+        pa.repeat(topic, rows),
+        fixed("partition", pa.int32()), fixed("offset", pa.int64()),
     ], schema=AUDIT_SCHEMA)
 
 

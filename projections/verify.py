@@ -19,10 +19,10 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-from ledger.codec import Codec
 from ledger.errors import CodecError
 from ledger.kafka import make_consumer
 from ledger.settings import Settings
+from ledger.wire import Codec
 from projections.checksum import balance_checksum
 from projections.crosscheck import CrossCheck, Finding, Repeat
 from projections.crosscheck_workers import CrossReading

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-from ledger.codec import Codec
+from ledger.wire import Codec
 
 # Helper modules assert too: rewrite them so a failure shows the values, not a bare error.
 pytest.register_assert_rewrite("tests.integration.workload", "tests.integration.ledger_helpers")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from projections.decode import EventColumns
+from ledger.wire.event import EventColumns
 from projections.rows import account_table, audit_table, balance_deltas
 from projections.store import Batch, PositionKey, ProjectionStore
 from tests.integration.journal_factory import Event, key_of, make_accounts, make_events

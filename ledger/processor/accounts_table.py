@@ -12,10 +12,10 @@ import threading
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from ledger.codec import Codec
 from ledger.errors import CodecError
 from ledger.kafka import make_consumer
 from ledger.settings import Settings
+from ledger.wire import Codec
 
 log = logging.getLogger("ledger.processor")
 

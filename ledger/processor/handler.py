@@ -14,7 +14,6 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from ledger.codec import Codec
 from ledger.credits import CreditSigner
 from ledger.domain import (
     Accepted,
@@ -32,7 +31,6 @@ from ledger.domain import (
     issued_time,
 )
 from ledger.errors import CodecError, InfrastructureError, MalformedRecordError
-from ledger.fastcodec import HotCodec
 from ledger.kafka import partition_for
 from ledger.processor.kafka_io import JournalFetcher, dead_letter
 from ledger.processor.state import Overlay, ProcessorStats
@@ -47,6 +45,8 @@ from ledger.records import (
     reverse_command,
 )
 from ledger.settings import Settings
+from ledger.wire import Codec
+from ledger.wire.hot import HotCodec
 
 log = logging.getLogger("ledger.processor")
 

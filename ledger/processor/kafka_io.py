@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from ledger.codec import Codec
 from ledger.domain import JournalEntry
 from ledger.errors import CodecError
 from ledger.kafka import committed, make_consumer, topic_partitions
 from ledger.records import ReverseRef, entry_from_record
 from ledger.settings import Settings
+from ledger.wire import Codec
 
 
 class JournalFetcher:

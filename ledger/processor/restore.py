@@ -20,7 +20,6 @@ from typing import Any
 from confluent_kafka import IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from ledger.codec import Codec
 from ledger.domain import DedupWindow
 from ledger.errors import CodecError, InfrastructureError
 from ledger.kafka import make_admin, make_consumer
@@ -28,6 +27,7 @@ from ledger.processor.state import CreditMark
 from ledger.processor.store import StateStore
 from ledger.records import Outcome, snapshot_from_record
 from ledger.settings import Settings
+from ledger.wire import Codec
 
 log = logging.getLogger("ledger.processor")
 

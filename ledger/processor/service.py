@@ -22,7 +22,6 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Message, TopicPartition
 
-from ledger.codec import Codec
 from ledger.credits import CreditSigner
 from ledger.domain import DedupWindow
 from ledger.errors import InfrastructureError
@@ -45,6 +44,7 @@ from ledger.processor.txn import (
 )
 from ledger.settings import Settings
 from ledger.topics import guard_dedup_window, guard_topics
+from ledger.wire import Codec
 
 log = logging.getLogger("ledger.processor")
 

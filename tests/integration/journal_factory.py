@@ -23,10 +23,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from ledger.codec import Codec
 from ledger.errors import CodecError
 from ledger.kafka import make_producer
 from ledger.settings import Settings
+from ledger.wire import Codec
 
 START_MS = 1_700_000_000_000
 STEP_MS = 1_000

@@ -11,13 +11,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.codec import Codec
 from ledger.domain import JournalEntry
 from ledger.journal import latest_by_key, read_journal
 from ledger.processor import CommandProcessor
 from ledger.processor.kafka_io import pending_commands
 from ledger.processor.service import ProcessorClients, ProcessorTuning
 from ledger.settings import ENV_CREDIT_KEY, Settings
+from ledger.wire import Codec
 from ledger.wiring import build_processor
 
 REPO = Path(__file__).resolve().parents[2]

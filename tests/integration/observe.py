@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 from confluent_kafka import TopicPartition
 
-from ledger.codec import Codec
 from ledger.kafka import make_consumer
 from ledger.settings import Settings
+from ledger.wire import Codec
 
 T = TypeVar("T")
 

@@ -38,7 +38,6 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from cli.main import main
 from ledger.client import LedgerClient, new_command_id
-from ledger.codec import MAGIC, Codec
 from ledger.domain import MAX_COMMAND_ID_CHARS, MAX_REASON_CHARS, Actor, Earn, OpenAccount
 from ledger.errors import UsageError
 from ledger.journal import find_event
@@ -46,6 +45,7 @@ from ledger.kafka import make_producer, partition_for
 from ledger.records import ReverseRef
 from ledger.settings import Settings
 from ledger.topics import create_topics
+from ledger.wire import MAGIC, Codec
 from tests.integration.ledger_helpers import (
     ThreadedProcessor,
     journal,

@@ -12,12 +12,12 @@ import pytest
 from confluent_kafka import KafkaError, Message
 
 from ledger.client import LedgerClient, new_command_id
-from ledger.codec import Codec
 from ledger.credits import CreditSigner
 from ledger.domain import Actor, ApplyCredit, Join, OpenAccount, Spend
 from ledger.kafka import make_producer, partition_for
 from ledger.records import Outcome, ReverseRef, command_to_record
 from ledger.settings import Settings
+from ledger.wire import Codec
 from tests.integration.ledger_helpers import (
     snapshot_balances,
     start_processor,

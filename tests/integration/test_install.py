@@ -92,10 +92,10 @@ def test_the_sdist_and_the_wheel_carry_what_an_install_needs(dist: tuple[Path, P
         names = set(whl.namelist())
     assert {f"ledger/schemas/{s}" for s in SCHEMAS} <= names
     assert {"ledger/py.typed", "projections/py.typed", "cli/py.typed"} <= names
-    assert any(n.startswith("projections/_eventreader") and n.endswith(".so") for n in names)
+    assert any(n.startswith("ledger/wire/_eventreader") and n.endswith(".so") for n in names)
     with tarfile.open(sdist) as tar:
         members = {m.split("/", 1)[1] for m in tar.getnames() if "/" in m}
-    assert {"setup.py", "pyproject.toml", "projections/_eventreader.c"} <= members
+    assert {"setup.py", "pyproject.toml", "ledger/wire/_eventreader.c"} <= members
     assert {f"ledger/schemas/{s}" for s in SCHEMAS} <= members
 
 

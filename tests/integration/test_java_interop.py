@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.codec import Codec
+from ledger.wire import Codec
 from tests.unit.samples import SAMPLES
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import TopicPartition
 
-from ledger.codec import Codec
 from ledger.kafka import make_consumer
 from ledger.settings import Settings
+from ledger.wire import Codec
 from projections.checksum import balance_checksum
 from projections.factory import open_store
 from projections.log import watermarks

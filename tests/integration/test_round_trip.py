@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from ledger.codec import Codec
 from ledger.kafka import make_consumer, make_producer
 from ledger.settings import Settings
+from ledger.wire import Codec
 from tests.unit.samples import SAMPLES
 
 pytestmark = pytest.mark.integration

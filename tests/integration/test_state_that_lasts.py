@@ -24,11 +24,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from ledger.client import LedgerClient
-from ledger.codec import Codec
 from ledger.domain import Actor, Earn, Join, OpenAccount, Reverse
 from ledger.journal import find_event
 from ledger.kafka import make_admin, make_consumer, make_producer
 from ledger.settings import Settings
+from ledger.wire import Codec
 from tests.integration.ledger_helpers import (
     journal,
     snapshot_balances,

@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
-from ledger.codec import Codec
 from ledger.settings import Settings
+from ledger.wire import Codec
 from projections.checksum import balance_checksum
 from projections.factory import open_store
 from projections.ingest import Ingest

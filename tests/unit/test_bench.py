@@ -16,7 +16,7 @@ from bench.consume import parse_perf_output
 from bench.journal import START_MS, Shape, events
 from bench.processor import _pct
 from bench.report import FIGURES, Report
-from ledger.codec import Codec
+from ledger.wire import Codec
 
 PERF_OUTPUT = """\
 start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, \

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.codec import MAGIC, Codec, SchemaCatalogue
 from ledger.errors import (
     CodecError,
     MalformedRecordError,
     TruncatedRecordError,
     UnknownFingerprintError,
 )
+from ledger.wire import MAGIC, Codec, SchemaCatalogue
 from tests.unit.samples import SAMPLES
 
 CRC64_OF_INT = bytes.fromhex("8f5c393f1ad57572")  # the spec's CRC-64-AVRO of "int", LE
@@ -33,7 +33,7 @@ def test_round_trip_every_schema(codec: Codec, name: str) -> None:
 
 
 def test_fingerprint_follows_the_specification() -> None:
-    from ledger.codec import schema_fingerprint
+    from ledger.wire.catalogue import schema_fingerprint
 
     assert schema_fingerprint("int") == CRC64_OF_INT
 
@@ -43,7 +43,7 @@ def test_logical_types_do_not_change_the_fingerprint(codec: Codec) -> None:
 
     from fastavro import parse_schema
 
-    from ledger.codec import schema_fingerprint
+    from ledger.wire.catalogue import schema_fingerprint
 
     event = codec.catalogue.reader("event")
     with_logical = parse_schema(json.loads(event.path.read_text()), named_schemas={})

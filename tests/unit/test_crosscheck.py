@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, Message
 
-from ledger.codec import Codec
 from ledger.settings import Settings
-from projections import fastread
+from ledger.wire import Codec
+from ledger.wire.event import compiled
 from projections.checksum import balance_checksum
 from projections.crosscheck import Check, CrossCheck, Finding, digest
 from projections.crosscheck_workers import shares
@@ -22,8 +22,9 @@ from tests.integration.journal_factory import expected_balances, key_of, make_ev
 CODEC = Codec()
 SETTINGS = Settings(topic_prefix="p")
 EVENTS = SETTINGS.topic("events")
-HOT_DECODERS = ("projections.decode", "projections.fastread", "projections._eventreader",
-                "projections.ingest")
+HOT_DECODERS = ("ledger.wire.event", "ledger.wire.account", "ledger.wire.command",
+                "ledger.wire.hot", "ledger.wire._eventreader", "projections.ingest",
+                "projections.rows")
 
 
 def message(event: dict[str, Any], offset: int, partition: int = 0,
@@ -71,7 +72,7 @@ def test_the_checksum_path_imports_no_hot_decoder() -> None:
 
 
 @pytest.mark.parametrize("native", [False, pytest.param(True, marks=pytest.mark.skipif(
-    not fastread.available(), reason="extension not built"))])
+    not compiled(), reason="extension not built"))])
 @pytest.mark.parametrize("as_of", [None, 1_700_000_000_000 + 150 * 1_000])
 def test_both_readings_agree_on_a_sample_journal(native: bool, as_of: int | None) -> None:
     events = make_events(400, seed=5)

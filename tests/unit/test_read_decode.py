@@ -9,15 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.codec import Codec
 from ledger.errors import CodecError, UnknownFingerprintError
-from projections.decode import (
-    EVENT_V1_FINGERPRINT,
-    AccountDecoder,
-    EventColumns,
-    EventDecoder,
-    read_events,
-)
+from ledger.wire import Codec
+from ledger.wire.account import AccountDecoder
+from ledger.wire.event import FINGERPRINT, EventColumns, EventDecoder, read_events
 
 CODEC = Codec()
 SAMPLE: dict[str, Any] = {
@@ -47,7 +42,7 @@ def as_tuple(r: dict[str, Any]) -> tuple[Any, ...]:
 
 def test_the_fast_path_is_the_current_event_schema() -> None:
     # If event.v1.avsc changed, its fingerprint would too and the fast path would go silent.
-    assert CODEC.catalogue.by_fingerprint[EVENT_V1_FINGERPRINT].name == "event"
+    assert CODEC.catalogue.by_fingerprint[FINGERPRINT].name == "event"
     assert DECODER.is_fast(CODEC.encode("event", SAMPLE))
 
 

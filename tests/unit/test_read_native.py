@@ -10,13 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.codec import Codec
-from projections import fastread
-from projections.decode import FAST_HEADER, EventColumns, read_events
-from projections.rows import audit_table
+from ledger.wire import Codec
+from ledger.wire.event import HEADER, EventColumns, compiled, read_compiled, read_events
+from projections.rows import audit_table, compiled_audit_table
 from tests.unit.test_read_decode import SAMPLE, events
 
-needs_extension = pytest.mark.skipif(not fastread.available(), reason="extension not built")
+needs_extension = pytest.mark.skipif(not compiled(), reason="extension not built")
 CODEC = Codec()
 TOPIC = "t.events"
 
@@ -25,7 +24,7 @@ def test_the_extension_is_built_wherever_a_compiler_is() -> None:
     # Otherwise every other test here would skip quietly and the replay run ~5x slower.
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler: the pure-Python reader is used")
-    assert fastread.available(), "projections._eventreader was not built: pip install -e ."
+    assert compiled(), "ledger.wire._eventreader was not built: pip install -e ."
 
 
 def both(values: list[bytes], as_of: int | None = None) -> tuple[Any, Any]:
@@ -36,7 +35,8 @@ def both(values: list[bytes], as_of: int | None = None) -> tuple[Any, Any]:
     failures = read_events(cols, values, parts, offs, as_of)
     later = len(values) - len(failures) - len(cols)
     python = (audit_table(cols, TOPIC), [i for i, _ in failures], later, len(cols))
-    table, nfailures, nlater, nevents = fastread.read_audit(values, parts, offs, TOPIC, as_of)
+    cols, nfailures, nlater, nevents = read_compiled(values, parts, offs, as_of)
+    table = compiled_audit_table(cols, TOPIC)
     table.validate(full=True)
     return python, (table, [i for i, _ in nfailures], nlater, nevents)
 
@@ -62,7 +62,7 @@ def test_same_failures_for_damaged_records(batch: list[dict[str, Any]],
     values = []
     for e in batch:
         raw = CODEC.encode("event", e)
-        cut = data.draw(st.integers(len(FAST_HEADER), len(raw)))
+        cut = data.draw(st.integers(len(HEADER), len(raw)))
         tail = data.draw(st.binary(max_size=12))
         values += [raw, raw[:cut] + tail]
     assert_same(*both(values))
@@ -72,7 +72,7 @@ def test_same_failures_for_damaged_records(batch: list[dict[str, Any]],
 @settings(max_examples=300)
 @given(st.lists(st.binary(max_size=80), max_size=6))
 def test_same_failures_for_garbage(bodies: list[bytes]) -> None:
-    assert_same(*both([FAST_HEADER + b for b in bodies]))
+    assert_same(*both([HEADER + b for b in bodies]))
 
 
 @needs_extension
@@ -83,7 +83,7 @@ def test_same_failures_for_garbage(bodies: list[bytes]) -> None:
     b"\x04\xc0\x80",  # an overlong NUL
 ])
 def test_edge_cases_fail_in_both(body: bytes) -> None:
-    python, native = both([FAST_HEADER + body, CODEC.encode("event", SAMPLE)])
+    python, native = both([HEADER + body, CODEC.encode("event", SAMPLE)])
     assert python[1] == native[1] == [0]
     assert_same(python, native)
 

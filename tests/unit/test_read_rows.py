@@ -6,7 +6,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.decode import Event, EventColumns
+from ledger.wire.event import Event, EventColumns
 from projections.rows import (
     BalanceAccumulator,
     account_table,

@@ -11,7 +11,8 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import validate
 
-from ledger.codec import SCHEMA_DIR, SchemaCatalogue, SchemaVersion, strip_logical_types
+from ledger.wire import SCHEMA_DIR, SchemaCatalogue, SchemaVersion
+from ledger.wire.catalogue import strip_logical_types
 from tests.unit.samples import SAMPLES
 
 CATALOGUE = SchemaCatalogue.load(SCHEMA_DIR)

@@ -1,34 +1,56 @@
-"""Journal events off the wire, fast, straight into columns.
+"""event.v1, the journal event: its layout, encoder, Python reader and the compiled reader.
 
-Replay speed is bound by decoding: fastavro spends about 4 µs on one journal
-event, most of it interpreting the schema, and the projector would then copy
-each dict into columns. `read_events` reads the one writer layout on the wire
-today (event.v1, pinned by its fingerprint) with a hand-written reader of
-Avro's binary encoding that appends each field to its column list as it goes
-(about 2 µs per event). Every other catalogued writer schema goes through the
-general `Codec`, which resolves it to the reader schema. A property test holds
-both paths equal for any event.
+Replay speed is bound by decoding: fastavro spends about 4 µs on one journal event,
+most of it interpreting the schema, and the projector would then copy each dict into
+columns. `read_events` reads the one writer layout on the wire today (event.v1, pinned
+by its fingerprint) with a hand-written reader of Avro's binary encoding that appends
+each field to its column list as it goes (about 2 µs per event); the compiled reader
+(_eventreader.c, beside this module) does the same into Arrow buffers in well under
+1 µs. Every other catalogued writer schema goes through the general `Codec`, which
+resolves it to the reader schema. Property tests hold all three paths equal.
+
+`encode` writes an event the way `Codec.encode` does (same bytes), at about a quarter
+of the cost: the processor writes one per accepted command.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ledger.codec import HEADER_LEN, MAGIC, Codec
+from ledger.domain import JournalEntry
 from ledger.errors import CodecError, MalformedRecordError, TruncatedRecordError
+from ledger.wire.avro import (
+    END,
+    Stamps,
+    codec_error,
+    long_bytes,
+    optional_string_bytes,
+    string,
+    string_bytes,
+    symbol_bytes,
+    varint,
+)
+from ledger.wire.catalogue import HEADER_LEN, pin
+from ledger.wire.codec import Codec
 
-# CRC-64-AVRO fingerprint of the canonical form of schemas/event.v1.avsc: the layout
-# `read_events` implements. Another writer schema, even a compatible one, takes the codec path.
-EVENT_V1_FINGERPRINT = bytes.fromhex("10830ec63e44145b")
-FAST_HEADER = MAGIC + EVENT_V1_FINGERPRINT
-KINDS = ("GRANTED", "EARNED", "SPENT", "JOINED", "REVERSED")
-ACTORS = ("SYSTEM", "USER", "ADMIN")
-# The same for schemas/account.v1.avsc: a replay reads one per account (~7 µs each through
-# the codec, ~1.5 by hand), which showed at 100k accounts in a 1M-event journal.
-ACCOUNT_V1_FINGERPRINT = bytes.fromhex("0d5147c93038f536")
-ACCOUNT_TYPES = ("USER", "ROOM", "SYSTEM")
-ACCOUNT_STATUSES = ("OPEN", "CLOSED")
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+
+try:
+    from ledger.wire import _eventreader  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - only without a C compiler at install time
+    _eventreader = None
+
+LAYOUT = pin("event.v1", ("event_id", "command_id", "kind", "postings", "occurred_at", "actor",
+                          "reason", "reverses_event_id"))
+FINGERPRINT = LAYOUT.fingerprint
+# Another writer schema, even a compatible one, takes the codec path.
+HEADER = LAYOUT.header
+KINDS = LAYOUT.symbols("kind")
+ACTORS = LAYOUT.symbols("actor")
+_KIND_BYTES = symbol_bytes(KINDS)
+_ACTOR_BYTES = symbol_bytes(ACTORS)
 
 # (event_id, command_id, kind, postings [(account, amount)], occurred_at ms, actor, reason,
 #  reverses_event_id): a plain tuple, the cheapest Python object.
@@ -88,38 +110,13 @@ class EventColumns:
         del self.owner[n:], self.posting[n:], self.account[n:], self.amount[n:]
 
 
-def _varint(d: bytes, pos: int) -> tuple[int, int]:
-    """A zig-zag varint (Avro int/long) at pos: (value, next pos)."""
-    n = 0
-    shift = 0
-    while True:
-        b = d[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            if n >> 64:  # a long is 64 bits; Arrow's int64 columns could not hold it
-                raise MalformedRecordError("varint overflows 64 bits")
-            return (n >> 1) ^ -(n & 1), pos
-        shift += 7
-        if shift > 63:
-            raise MalformedRecordError("varint longer than 10 bytes")
-
-
-def _string(d: bytes, pos: int) -> tuple[str, int]:
-    n, pos = _varint(d, pos)
-    end = pos + n
-    if n < 0 or end > len(d):
-        raise MalformedRecordError(f"string of length {n} at byte {pos} overruns the record")
-    return d[pos:end].decode(), end
-
-
 def read_events(cols: EventColumns, values: Sequence[bytes], partitions: Sequence[int],
                 offsets: Sequence[int], as_of: int | None = None) -> list[Failure]:
-    """Append event.v1 records (with their FAST_HEADER) to cols; returns the bad ones.
+    """Append event.v1 records (with their HEADER) to cols; returns the bad ones.
 
     Events with occurred_at > as_of are left out. Inlined on purpose: a function call
     costs as much as a field. The common case of each length or small long is one byte
-    (< 0x80; even = non-negative); the rest go to _string and _varint, which validate.
+    (< 0x80; even = non-negative); the rest go to avro.string and avro.varint, which validate.
     """
     ev_a, cid_a, kind_a = cols.event_id.append, cols.command_id.append, cols.kind.append
     at_a, actor_a, reason_a = cols.occurred_at.append, cols.actor.append, cols.reason.append
@@ -137,13 +134,13 @@ def read_events(cols: EventColumns, values: Sequence[bytes], partitions: Sequenc
                 end = pos + 1 + (b >> 1)
                 event_id = d[pos + 1 : end].decode()
             else:
-                event_id, end = _string(d, pos)
+                event_id, end = string(d, pos)
             b = d[end]
             if b < 0x80 and not b & 1:
                 pos = end + 1 + (b >> 1)
                 command_id = d[end + 1 : pos].decode()
             else:
-                command_id, pos = _string(d, end)
+                command_id, pos = string(d, end)
             kind = d[pos]
             pos += 1
             i = 0
@@ -153,31 +150,31 @@ def read_events(cols: EventColumns, values: Sequence[bytes], partitions: Sequenc
                     count = (b >> 1) ^ -(b & 1)
                     pos += 1
                 else:
-                    count, pos = _varint(d, pos)
+                    count, pos = varint(d, pos)
                 if count == 0:
                     break
                 if count < 0:  # a block that also gives its byte size: skip the size
                     count = -count
-                    _, pos = _varint(d, pos)
+                    _, pos = varint(d, pos)
                 for _ in range(count):
                     b = d[pos]
                     if b < 0x80 and not b & 1:
                         end = pos + 1 + (b >> 1)
                         account = d[pos + 1 : end].decode()
                     else:
-                        account, end = _string(d, pos)
+                        account, end = string(d, pos)
                     b = d[end]
                     if b < 0x80:
                         amount = (b >> 1) ^ -(b & 1)
                         pos = end + 1
                     else:
-                        amount, pos = _varint(d, end)
+                        amount, pos = varint(d, end)
                     own_a(n)
                     post_a(i)
                     acc_a(account)
                     amt_a(amount)
                     i += 1
-            occurred_at, pos = _varint(d, pos)
+            occurred_at, pos = varint(d, pos)
             actor = d[pos]
             b = d[pos + 1]
             if b < 0x80 and not b & 1:
@@ -185,11 +182,11 @@ def read_events(cols: EventColumns, values: Sequence[bytes], partitions: Sequenc
                 reason = d[pos + 2 : end].decode()
                 pos = end
             else:
-                reason, pos = _string(d, pos + 1)
+                reason, pos = string(d, pos + 1)
             branch = d[pos]
             reverses = None
             if branch == 2:  # zig-zag 1: the string branch
-                reverses, pos = _string(d, pos + 1)
+                reverses, pos = string(d, pos + 1)
             elif branch == 0:
                 pos += 1
             else:
@@ -200,7 +197,7 @@ def read_events(cols: EventColumns, values: Sequence[bytes], partitions: Sequenc
                 raise MalformedRecordError(f"enum byte out of range (kind {kind}, actor {actor})")
         except (IndexError, UnicodeDecodeError, MalformedRecordError) as e:
             cols.truncate_postings(first_posting)
-            failures.append((index, _codec_error(e)))
+            failures.append((index, codec_error(e)))
             continue
         if as_of is not None and occurred_at > as_of:
             cols.truncate_postings(first_posting)
@@ -218,53 +215,10 @@ def read_events(cols: EventColumns, values: Sequence[bytes], partitions: Sequenc
     return failures
 
 
-def read_account(d: bytes) -> dict[str, Any]:
-    """An account.v1 record (after its header) as the codec would decode it."""
-    try:
-        account, pos = _string(d, HEADER_LEN)
-        type_, pos = _varint(d, pos)
-        floor, pos = _varint(d, pos)
-        status, pos = _varint(d, pos)
-        opened_at, pos = _varint(d, pos)
-        command_id, pos = _string(d, pos)
-    except (IndexError, UnicodeDecodeError) as e:
-        raise _codec_error(e, "account") from e
-    if pos != len(d):
-        raise MalformedRecordError(f"account record has {len(d) - pos} trailing bytes")
-    if not (0 <= type_ < len(ACCOUNT_TYPES) and 0 <= status < len(ACCOUNT_STATUSES)):
-        raise MalformedRecordError(f"enum out of range (type {type_}, status {status})")
-    return {"account": account, "type": ACCOUNT_TYPES[type_], "floor": floor,
-            "status": ACCOUNT_STATUSES[status], "opened_at": opened_at,
-            "command_id": command_id}
-
-
-def _codec_error(e: Exception, record: str = "event") -> CodecError:
-    if isinstance(e, IndexError):
-        return TruncatedRecordError(f"{record} record is truncated")
-    if isinstance(e, UnicodeDecodeError):
-        return MalformedRecordError(f"{record} record holds invalid UTF-8: {e}")
-    assert isinstance(e, CodecError)
-    return e
-
-
 def _from_record(r: dict[str, Any]) -> Event:
     return (r["event_id"], r["command_id"], r["kind"],
             [(p["account"], p["amount"]) for p in r["postings"]], r["occurred_at"],
             r["actor"], r["reason"], r.get("reverses_event_id"))
-
-
-class AccountDecoder:
-    """One record of <prefix>.accounts to its dict; account.v1 by hand, others by the codec."""
-
-    def __init__(self, codec: Codec | None = None) -> None:
-        self.codec = codec or Codec()
-        known = ACCOUNT_V1_FINGERPRINT in self.codec.catalogue.by_fingerprint
-        self.fast_header = MAGIC + ACCOUNT_V1_FINGERPRINT if known else b"-"
-
-    def decode(self, data: bytes | None) -> dict[str, Any]:
-        if data is not None and data[:HEADER_LEN] == self.fast_header:
-            return read_account(data)
-        return self.codec.decode_as("account", data)
 
 
 class EventDecoder:
@@ -272,8 +226,8 @@ class EventDecoder:
 
     def __init__(self, codec: Codec | None = None) -> None:
         self.codec = codec or Codec()
-        known = EVENT_V1_FINGERPRINT in self.codec.catalogue.by_fingerprint
-        self.fast_header = FAST_HEADER if known else b"-"
+        known = FINGERPRINT in self.codec.catalogue.by_fingerprint
+        self.fast_header = HEADER if known else b"-"
 
     def is_fast(self, data: bytes | None) -> bool:
         return data is not None and data[:HEADER_LEN] == self.fast_header
@@ -286,3 +240,57 @@ class EventDecoder:
                 raise failures[0][1]
             return cols.event(0)
         return _from_record(self.codec.decode_as("event", data))
+
+
+def encode(stamp: Stamps, e: JournalEntry) -> bytes:
+    """e as an event.v1 record, header included: the bytes `Codec.encode` writes for it."""
+    parts = [HEADER, string_bytes(e.event_id), string_bytes(e.command_id), _KIND_BYTES[e.kind]]
+    postings = e.postings
+    if postings:
+        parts.append(long_bytes(len(postings)))
+        for p in postings:
+            parts.append(string_bytes(p.account))
+            parts.append(long_bytes(p.amount))
+    parts += (END, stamp(e.occurred_at_ms), _ACTOR_BYTES[e.actor], string_bytes(e.reason),
+              optional_string_bytes(e.reverses_event_id))
+    return b"".join(parts)
+
+
+# The compiled reader's columns as Arrow buffers (see _eventreader.c; projections.rows
+# makes audit rows of them).
+Buffers = dict[str, Any]
+_ERRORS: dict[int, type[CodecError]] = {1: TruncatedRecordError, 2: MalformedRecordError}
+
+
+def compiled() -> bool:
+    """Whether the compiled reader was built (it needs a C compiler at install time)."""
+    return _eventreader is not None
+
+
+def read_compiled(values: list[bytes], partitions: list[int], offsets: list[int],
+                  as_of: int | None = None) -> tuple[Buffers, list[Failure], int, int]:
+    """(buffers, failures, events left out by as_of, events read) of event.v1 records,
+    as `read_events` reads them."""
+    if _eventreader is None:
+        raise RuntimeError("ledger.wire._eventreader was not built")
+    cols, raw_failures, later, events = _eventreader.read(values, partitions, offsets, as_of)
+    return cols, _failures(raw_failures), later, events
+
+
+def read_compiled_messages(msgs: list[Message], topic: str, header: bytes,
+                           as_of: int | None = None,
+                           ) -> tuple[Buffers, list[Failure], int, int, list[int], set[int]]:
+    """Consumed messages: the records of topic that start with header read as in
+    `read_compiled`. Returns (buffers, failures, later, events, slow, partitions): slow
+    holds the indices of the messages left to the caller (errors, other topics, other
+    schemas), partitions those of the records read here."""
+    if _eventreader is None:
+        raise RuntimeError("ledger.wire._eventreader was not built")
+    cols, raw_failures, later, events, (slow, partitions) = _eventreader.read_messages(
+        msgs, topic, header, as_of)
+    return cols, _failures(raw_failures), later, events, slow, partitions
+
+
+def _failures(raw: list[tuple[int, int, str]]) -> list[Failure]:
+    return [(i, _ERRORS[kind](message)) for i, kind, message in raw]
+

@@ -1,8 +1,9 @@
 /* Journal events (event.v1, Avro binary after the single-object header) straight into
  * Arrow column buffers, one row per posting: the replay's hot loop without a Python
- * object per field. projections/decode.py's `read_events` is the reference
+ * object per field. ledger/wire/event.py's `read_events` is the reference
  * implementation; a property test holds the two equal, record for record, failure for
- * failure (same error kind and message).
+ * failure (same error kind and message). The layout's constants are exported as
+ * N_KINDS, N_ACTORS and HEADER_LEN; a unit test holds them to schemas/event.v1.avsc.
  *
  * read(values, partitions, offsets, as_of) -> (columns, failures, later, events)
  *   values      list of bytes, each starting with the 10-byte header (not checked here)
@@ -535,7 +536,7 @@ static PyMethodDef METHODS[] = {
 
 static struct PyModuleDef MODULE = {
     PyModuleDef_HEAD_INIT, "_eventreader",
-    "event.v1 records straight into Arrow column buffers (see projections.decode)", -1,
+    "event.v1 records straight into Arrow column buffers (see ledger.wire.event)", -1,
     METHODS, NULL, NULL, NULL, NULL,
 };
 
@@ -546,5 +547,13 @@ PyMODINIT_FUNC PyInit__eventreader(void) {
     S_PARTITION = PyUnicode_InternFromString("partition");
     S_OFFSET = PyUnicode_InternFromString("offset");
     if (!S_ERROR || !S_TOPIC || !S_VALUE || !S_PARTITION || !S_OFFSET) return NULL;
-    return PyModule_Create(&MODULE);
+    PyObject *m = PyModule_Create(&MODULE);
+    if (!m) return NULL;
+    if (PyModule_AddIntConstant(m, "N_KINDS", N_KINDS) < 0
+        || PyModule_AddIntConstant(m, "N_ACTORS", N_ACTORS) < 0
+        || PyModule_AddIntConstant(m, "HEADER_LEN", HEADER_LEN) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

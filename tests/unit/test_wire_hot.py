@@ -1,4 +1,4 @@
-"""The processor's hand-written Avro writes and reads exactly what the general codec does."""
+"""The hot codecs (ledger.wire.hot) write and read exactly what the general codec does."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.codec import SCHEMA_DIR, Codec, SchemaCatalogue
 from ledger.domain import (
     ENTRY_CLASSES,
     AccountState,
@@ -21,16 +20,10 @@ from ledger.domain import (
     Posting,
 )
 from ledger.errors import CodecError
-from ledger.fastcodec import (
-    BALANCE_V1,
-    COMMAND_V1,
-    EVENT_V1,
-    RESULT_V1,
-    HotCodec,
-    long_bytes,
-    read_command_v1,
-)
 from ledger.records import Outcome, entry_to_record, snapshot_to_record
+from ledger.wire import SCHEMA_DIR, Codec, SchemaCatalogue, balance, command, event, result
+from ledger.wire.avro import long_bytes
+from ledger.wire.hot import HotCodec
 
 CODEC = Codec()
 HOT = HotCodec(CODEC)
@@ -67,8 +60,7 @@ states = st.builds(AccountState, text, st.sampled_from(list(AccountType)), numbe
                    st.booleans())
 commands = st.fixed_dictionaries({
     "command_id": text,
-    "kind": st.sampled_from(["OPEN_ACCOUNT", "EARN", "SPEND", "JOIN", "REVERSE",
-                             "APPLY_CREDIT"]),
+    "kind": st.sampled_from(command.KINDS),
     "account": text,
     "counterparty": st.none() | text,
     "amount": numbers,
@@ -76,7 +68,7 @@ commands = st.fixed_dictionaries({
     "ref_event_id": st.none() | text,
     "ref_partition": st.none() | st.integers(-(2**31), 2**31 - 1),
     "ref_offset": st.none() | numbers,
-    "actor": st.sampled_from(["SYSTEM", "USER", "ADMIN"]),
+    "actor": st.sampled_from(command.ACTORS),
     "reason": st.text(max_size=300),
     "issued_at": numbers,
 })
@@ -84,9 +76,9 @@ commands = st.fixed_dictionaries({
 
 def test_the_pins_are_the_current_schemas() -> None:
     # A changed schema file changes its fingerprint: the hot path must then step aside.
-    for name, pin in (("event", EVENT_V1), ("result", RESULT_V1), ("balance", BALANCE_V1),
-                      ("command", COMMAND_V1)):
-        assert CODEC.catalogue.reader(name).fingerprint == pin
+    for name, module in (("event", event), ("result", result), ("balance", balance),
+                         ("command", command)):
+        assert CODEC.catalogue.reader(name).fingerprint == module.FINGERPRINT
 
 
 @settings(max_examples=400)
@@ -134,7 +126,7 @@ def test_damaged_commands_fail_like_the_codec(rec: dict[str, Any], data: st.Data
                     raw[:at] + bytes([byte]) + raw[at:], raw[:at] + b"\xff" * 10):
         expected = _outcome_of(lambda d: CODEC.decode_as("command", d), damaged)
         assert _outcome_of(HOT.command, damaged) == expected
-        fast = read_command_v1(damaged) if damaged[:10] == raw[:10] else None
+        fast = command.read(damaged) if damaged[:10] == raw[:10] else None
         assert fast is None or fast == expected  # what the fast reader vouches for is right
 
 
@@ -143,7 +135,7 @@ def test_records_the_fast_reader_leaves_to_the_codec() -> None:
            "amount": -(2**63), "floor": 0, "ref_event_id": None, "ref_partition": None,
            "ref_offset": None, "actor": "USER", "reason": "", "issued_at": 0}
     data = CODEC.encode("command", rec)
-    assert read_command_v1(data) is None  # a 10-byte varint
+    assert command.read(data) is None  # a 10-byte varint
     assert HOT.command(data) == rec
 
 

@@ -14,7 +14,9 @@ small tables (accounts, balances, positions) are copied whole. A copy of the fil
 cheap next to re-inserting and re-compressing every row. The previous snapshot is used
 only if it is of the same store and journal, no position went backwards, and the last
 event it holds of each partition is still that event in the store (checked on the rows
-read anyway); otherwise the snapshot is full.
+read anyway); otherwise the snapshot is full. A full snapshot of a DuckDB store is a copy
+of the store's file where that can be made consistently (projections.snapshot_copy);
+this module's full snapshot reads every row (Postgres, or a DuckDB file with a WAL).
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ def _write(reader: StoreReader, out: Path, positions: dict[PositionKey, int],
             target.connection.execute("CHECKPOINT")
         result.out = str(out)
         result.bytes = tmp.stat().st_size
-        _publish(tmp, out)
+        publish(tmp, out)
         return result
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
@@ -203,7 +205,7 @@ def _fill(con: duckdb.DuckDBPyConnection, reader: StoreReader,
         audit = reader.read(_rows_from(cols, starts, reader.prunes_by_offset), AUDIT_SCHEMA)
         if tails:
             audit = pa.RecordBatchReader.from_batches(AUDIT_SCHEMA, _split(audit, tails, seen))
-        before = _count(con, "audit_log")
+        before = count(con, "audit_log")
         _insert(con, "audit_log", audit)
         if tails:
             _check_tails(tails, seen)
@@ -213,13 +215,13 @@ def _fill(con: duckdb.DuckDBPyConnection, reader: StoreReader,
             con.execute(f"DROP TABLE {name}")
             con.execute(f"CREATE TABLE {name} ({TABLE_DDL[name]})")
             _insert(con, name, reader.table(name))
-        new_tails = _tails(con, starts)
+        new_tails = held_tails(con, starts)
         if tails:
             new_tails = {**tails, **new_tails}
-        _write_meta(con, reader, meta, new_tails)
-        rows = _count(con, "audit_log")
-        _check_totals(con, incremental=bool(tails))
-        accounts = _count(con, "balances")
+        write_meta(con, reader.started_ms, reader.url, meta, new_tails)
+        rows = count(con, "audit_log")
+        check_totals(con, incremental=bool(tails))
+        accounts = count(con, "balances")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -294,13 +296,13 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.RecordBatchRead
         con.unregister("_snapshot_in")
 
 
-def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+def count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     ((n,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
     return int(n)
 
 
-def _tails(con: duckdb.DuckDBPyConnection,
-           starts: dict[PositionKey, int] | None) -> dict[PositionKey, Tail]:
+def held_tails(con: duckdb.DuckDBPyConnection,
+               starts: dict[PositionKey, int] | None) -> dict[PositionKey, Tail]:
     """The last event held of each partition (of the rows from starts on)."""
     rows = _rows_from('topic, "partition", "offset", event_id', starts, union=True)
     found = con.execute('SELECT topic, "partition", max("offset"), arg_max(event_id, "offset") '
@@ -308,19 +310,21 @@ def _tails(con: duckdb.DuckDBPyConnection,
     return {(t, int(p)): (int(o), e) for t, p, o, e in found}
 
 
-def _write_meta(con: duckdb.DuckDBPyConnection, reader: StoreReader, meta: dict[str, str],
-                tails: dict[PositionKey, Tail]) -> None:
-    taken = datetime.fromtimestamp(reader.started_ms / 1000, tz=UTC)
+def write_meta(con: duckdb.DuckDBPyConnection, started_ms: int, url: str,
+               meta: dict[str, str], tails: dict[PositionKey, Tail]) -> None:
+    """The snapshot's projection_meta: the source's journal and moment, when it was read,
+    of which store, and the tails the next snapshot continues from."""
+    taken = datetime.fromtimestamp(started_ms / 1000, tz=UTC)
     values = {k: meta[k] for k in COPIED_META if k in meta}
     values.update({
-        META_OF: meta[META_STORE_ID], META_SOURCE: reader.url,
-        META_TAKEN_AT: taken.strftime("%Y-%m-%d %H:%M:%S.") + f"{reader.started_ms % 1000:03d}",
+        META_OF: meta[META_STORE_ID], META_SOURCE: url,
+        META_TAKEN_AT: taken.strftime("%Y-%m-%d %H:%M:%S.") + f"{started_ms % 1000:03d}",
         META_TAILS: json.dumps([[t, p, o, e] for (t, p), (o, e) in sorted(tails.items())])})
     con.execute("DELETE FROM projection_meta WHERE key <> ?", [META_STORE_ID])
     con.executemany("INSERT INTO projection_meta VALUES (?, ?)", list(values.items()))
 
 
-def _check_totals(con: duckdb.DuckDBPyConnection, incremental: bool) -> None:
+def check_totals(con: duckdb.DuckDBPyConnection, incremental: bool) -> None:
     """Audit rows and balances agree in count and sum (a cheap guard on the assembly; in
     an incremental one, also on a previous file someone changed)."""
     (rows, amount), = con.execute(
@@ -334,7 +338,7 @@ def _check_totals(con: duckdb.DuckDBPyConnection, incremental: bool) -> None:
                          f"balances count {postings} postings summing to {balance}")
 
 
-def _publish(tmp: Path, out: Path) -> None:
+def publish(tmp: Path, out: Path) -> None:
     """Rename the finished file over out, durably; a stale WAL of out goes first (it would
     be replayed onto the new file)."""
     fd = os.open(tmp, os.O_RDONLY)

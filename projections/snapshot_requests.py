@@ -30,13 +30,18 @@ from pathlib import Path
 from ledger.errors import LedgerError, StoreError
 from projections.factory import store_kind
 from projections.snapshot import SnapshotResult, check_out, write_snapshot
+from projections.snapshot_copy import Copied, copy_idle, copy_if_full, copy_live, finish_copy
 from projections.snapshot_source import DuckDBReader, StoreLocked, StoreReader, open_reader
+from projections.store import META_STORE_ID
 
 LOG = logging.getLogger("ledger.snapshot")
 REQUESTS = ".snapshot-requests"
 POLL_S = 0.5  # how often a projector looks for requests, and a waiting command for answers
 CLAIM_S = 15.0  # how long a command waits for a projector to claim its request
 DEFAULT_TIMEOUT_S = 1800.0
+
+
+Copier = Callable[[Path, bool], Copied | None]  # (out, full) -> a copy of the store's file
 
 
 def requests_dir(store_path: str) -> Path:
@@ -93,8 +98,11 @@ class Snapshotter:
 
     def __init__(self, open_reader: Callable[[], StoreReader], *, out: Path | None = None,
                  every_s: float | None = None, requests: Path | None = None,
-                 threads: int | None = 1) -> None:
+                 threads: int | None = 1, copier: Copier | None = None,
+                 source_url: str = "") -> None:
         self._open_reader = open_reader
+        self._copier = copier  # a DuckDB store's full snapshots: a copy of its file
+        self.source_url = source_url
         self.out = out
         self.every_s = every_s
         self.requests = requests
@@ -124,15 +132,30 @@ class Snapshotter:
             self._start(self.out, False, None)
 
     def _start(self, out: Path, full: bool, rid: str | None) -> None:
-        try:
-            reader = self._open_reader()  # here, between batches: the moment it reflects
-        except LedgerError as e:
+        try:  # here, between batches: the moment the snapshot reflects
+            copied = self._copier(out, full) if self._copier is not None else None
+            if copied is not None:
+                self._reader = None
+                self._thread = threading.Thread(target=self._run_copy, args=(copied, out, rid),
+                                                name="snapshot", daemon=True)
+                self._thread.start()
+                return
+            reader = self._open_reader()
+        except (LedgerError, OSError) as e:
             self._done(rid, None, e)
             return
         self._reader = reader
         self._thread = threading.Thread(target=self._run, args=(reader, out, full, rid),
                                         name="snapshot", daemon=True)
         self._thread.start()
+
+    def _run_copy(self, copied: Copied, out: Path, rid: str | None) -> None:
+        try:
+            result = finish_copy(copied, out, self.source_url, self.threads)
+        except Exception as e:
+            self._done(rid, None, e)
+        else:
+            self._done(rid, result, None)
 
     def _run(self, reader: StoreReader, out: Path, full: bool, rid: str | None) -> None:
         try:
@@ -177,8 +200,14 @@ def projector_snapshotter(store_url: str, store: object, *, out: Path | None,
         from projections.duckdb_store import DuckDBProjectionStore
 
         assert isinstance(store, DuckDBProjectionStore)
+
+        def copier(to: Path, full: bool) -> Copied | None:
+            return copy_if_full(to, full, store.store_id(),
+                                lambda o: copy_live(store.connection, store.path, o))
+
         return Snapshotter(lambda: DuckDBReader.of_projector(store), out=out, every_s=every_s,
-                           requests=requests_dir(store.path))
+                           requests=requests_dir(store.path), copier=copier,
+                           source_url=store.url)
     if out is None:
         return None
     return Snapshotter(lambda: open_reader(store_url), out=out, every_s=every_s)
@@ -204,6 +233,13 @@ def take_snapshot(url: str, out: Path, *, full: bool = False,
             return got
         reader = got
     with reader:
+        if store_path is not None:  # nobody writes the file while this reader holds it
+            path = store_path
+            copied = copy_if_full(out, full, reader.meta()[META_STORE_ID],
+                                  lambda o: copy_idle(path, o))
+            if copied is not None:
+                reader.close()
+                return finish_copy(copied, out, url)
         return write_snapshot(reader, out, full=full)
 
 

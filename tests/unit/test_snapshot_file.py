@@ -17,7 +17,7 @@ import pytest
 from ledger.errors import StoreError, UsageError
 from projections.factory import open_store
 from projections.snapshot_requests import take_snapshot
-from projections.snapshot_source import StoreLocked
+from projections.snapshot_source import DuckDBReader, StoreLocked
 from projections.store import JournalIdentity
 from tests import views_fold as fold
 from tests.integration.journal_factory import expected_balances
@@ -69,8 +69,10 @@ def test_a_snapshot_holds_the_store_its_moment_and_its_journal(url: str,
     result = take_snapshot(url, out)
     assert (result.mode, result.audit_rows) == ("full", postings(EVENTS[:FIRST]))
     assert content(out) == content(url.removeprefix("duckdb:///"))
-    held = meta(out)
+    held, source = meta(out), meta(Path(url.removeprefix("duckdb:///")))
     assert (held["journal_prefix"], held["journal_cluster_id"]) == ("demo", "cluster-1")
+    assert held["snapshot_of"] == source["store_id"] != held["store_id"]
+    assert result.fallback == "no previous snapshot"
     assert held["snapshot_taken_at"] and held["snapshot_source"] == url
     con = duckdb.connect(str(out), read_only=True)
     try:
@@ -173,6 +175,8 @@ def test_the_process_holding_the_store_takes_the_snapshot_asked_of_it(
     out = tmp_path / "snap.duckdb"
     result = take_snapshot(url, out, timeout_s=120)
     assert result.mode == "full" and result.audit_rows == postings(EVENTS[:FIRST])
+    with pytest.raises(StoreLocked):  # copying its file did not cost the holder its lock
+        DuckDBReader.of_file(url.removeprefix("duckdb:///"), url)
     assert not list((tmp_path / "store.duckdb.snapshot-requests").glob("*.json"))
     again = take_snapshot(url, out, timeout_s=120)
     assert (again.mode, again.rows_added) == ("incremental", 0)

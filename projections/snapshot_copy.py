@@ -1,0 +1,173 @@
+"""A full snapshot of a DuckDB store as a copy of its file: no row is read or re-inserted.
+
+Reading every row through Arrow into a new file costs what a replay costs (10M events:
+67 s here inside a running projector, against 3 s for the incremental snapshot that
+follows). A copy of the store's file costs what the disk does. It is consistent when
+nothing writes the file meanwhile: in the projector, between batches, after a CHECKPOINT
+(the projector waits for the copy); in `ledger snapshot`, while its read-only connection
+keeps every writer out, provided no write-ahead log waits to be replayed. The copy,
+beside --out, then becomes a snapshot like any other (its own store_id, the snapshot
+keys in projection_meta, the views) and is renamed over --out.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from ledger.errors import StoreError, UsageError
+from projections.duckdb_store import DuckDBProjectionStore
+from projections.snapshot import (
+    COPIED_META,
+    MEMORY_LIMIT,
+    META_OF,
+    SnapshotResult,
+    check_totals,
+    count,
+    held_tails,
+    publish,
+    write_meta,
+)
+from projections.sql_store import LIVE_TABLES, SHADOW
+from projections.store import META_STORE_ID
+
+LOG = logging.getLogger("ledger.snapshot")
+
+
+def previous_problem(out: Path, store_id: str) -> str:
+    """Why the file at out cannot start an incremental snapshot of this store ('' if it
+    may; the incremental snapshot checks the rest)."""
+    if not out.exists():
+        return "no previous snapshot"
+    try:
+        con = duckdb.connect(str(out), read_only=True)
+    except duckdb.Error as e:
+        if "lock" in str(e).lower():
+            return "the previous snapshot is open for writing"
+        raise UsageError(f"--out {out} exists and is not a DuckDB file; remove it or choose "
+                         "another --out") from e
+    try:
+        rows = con.execute("SELECT value FROM projection_meta WHERE key = ?",
+                           [META_OF]).fetchall()
+    except duckdb.Error as e:
+        raise UsageError(f"--out {out} exists and is not a ledger snapshot; remove it or "
+                         "choose another --out") from e
+    finally:
+        con.close()
+    return "" if rows == [(store_id,)] else "the previous snapshot is of another store"
+
+
+def copy_file(src: str, dst: Path) -> None:
+    """Copy a store's file in a child process. Not in this one: closing any descriptor of a
+    file drops every POSIX lock this process holds on it, DuckDB's included, and would let
+    another process open the store for writing while it is written here."""
+    done = subprocess.run(["cp", "--", src, str(dst)], capture_output=True, text=True)
+    if done.returncode != 0:
+        dst.unlink(missing_ok=True)
+        raise StoreError(f"cannot copy {src}: {done.stderr.strip() or done.returncode}")
+
+
+def temp_beside(out: Path) -> Path:
+    return out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def copy_live(con: duckdb.DuckDBPyConnection, store_path: str, out: Path) -> Path | None:
+    """On the projector's thread, between batches: checkpoint and copy the store's file
+    beside out. The projector writes nothing until this returns."""
+    tmp = temp_beside(out)
+    started = time.monotonic()
+    try:
+        con.execute("CHECKPOINT")
+    except duckdb.Error as e:  # e.g. another transaction open: read the rows instead
+        LOG.warning("snapshot %s: cannot checkpoint the store (%s); reading its rows", out, e)
+        return None
+    copy_file(store_path, tmp)
+    LOG.info("snapshot %s: store file copied in %.2fs", out, time.monotonic() - started)
+    return tmp
+
+
+def copy_idle(store_path: str, out: Path) -> Path | None:
+    """The store's file copied beside out, while the caller's read-only connection keeps
+    writers out; None if a write-ahead log is there (its changes are not in the file)."""
+    wal = Path(store_path + ".wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return None
+    tmp = temp_beside(out)
+    copy_file(store_path, tmp)
+    return tmp
+
+
+def snapshot_from_copy(tmp: Path, out: Path, taken_ms: int, source_url: str,
+                       threads: int | None = None) -> SnapshotResult:
+    """Turn a copy of the store's file (beside out) into a snapshot, renamed over out."""
+    started = time.monotonic()
+    config: dict[str, object] = {"memory_limit": MEMORY_LIMIT}
+    if threads is not None:
+        config["threads"] = threads
+    try:
+        with DuckDBProjectionStore(f"duckdb:///{tmp}", config=config) as target:
+            target.ensure_schema()
+            con = target.connection
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for name in LIVE_TABLES:  # an interrupted replay's, if any
+                    con.execute(f"DROP TABLE IF EXISTS {name}{SHADOW}")
+                meta = dict(con.execute("SELECT key, value FROM projection_meta").fetchall())
+                positions = {(t, p): o for t, p, o in con.execute(
+                    'SELECT topic, "partition", next_offset FROM projection_positions')
+                    .fetchall()}
+                con.execute("UPDATE projection_meta SET value = ? WHERE key = ?",
+                            [uuid.uuid4().hex[:12], META_STORE_ID])
+                write_meta(con, taken_ms, source_url, meta, held_tails(con, None))
+                check_totals(con, incremental=False)
+                rows, accounts = count(con, "audit_log"), count(con, "balances")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("CHECKPOINT")
+        size = tmp.stat().st_size
+        publish(tmp, out)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+    return SnapshotResult(out=str(out), mode="full", taken_at_ms=taken_ms, positions=positions,
+                          audit_rows=rows, rows_added=rows, accounts=accounts,
+                          seconds=time.monotonic() - started, bytes=size,
+                          journal={k: meta[k] for k in COPIED_META if k in meta})
+
+
+@dataclass(frozen=True)
+class Copied:
+    """A copy of the store's file beside --out, to become a full snapshot."""
+
+    tmp: Path
+    taken_ms: int
+    reason: str  # why not incremental ('' when --full was asked for)
+
+
+def copy_if_full(out: Path, full: bool, store_id: str,
+                 copy: Callable[[Path], Path | None]) -> Copied | None:
+    """The store's file copied beside out if the snapshot is to be full (asked for, or no
+    previous snapshot of this store at out); None for an incremental one, or when the
+    file cannot be copied consistently (then rows are read instead)."""
+    reason = "" if full else previous_problem(out, store_id)
+    if not full and not reason:
+        return None
+    taken_ms = int(time.time() * 1000)
+    tmp = copy(out)
+    return None if tmp is None else Copied(tmp, taken_ms, reason)
+
+
+def finish_copy(copied: Copied, out: Path, source_url: str,
+                threads: int | None = None) -> SnapshotResult:
+    result = snapshot_from_copy(copied.tmp, out, copied.taken_ms, source_url, threads)
+    result.fallback = copied.reason
+    return result

@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/ledger demo
 
 test: install
-	$(BIN)/ruff check ledger projections cli tests bench faults
+	$(BIN)/ruff check ledger projections cli tests bench faults devstack
 	$(BIN)/mypy
 	$(BIN)/pytest -p no:cacheprovider --durations=15
 

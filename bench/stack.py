@@ -1,7 +1,7 @@
 """Where the bench runs: a given broker and database, or a dev stack of its own.
 
 Without --bootstrap (or --postgres-url) the bench starts what is missing with
-ledger.devstack in <home>/bench-stack, on ports it finds free (never 9092/5432,
+devstack in <home>/bench-stack, on ports it finds free (never 9092/5432,
 which other stacks on the machine may use), and stops exactly that at the end.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from sqlalchemy.engine import make_url
 
-from ledger import devstack
-from ledger import devstack_postgres as pg
-from ledger.devstack_proc import port_free
+import devstack
+from devstack import postgres as pg
+from devstack.proc import port_free
 from ledger.kafka import make_admin
 from ledger.settings import Settings, default_home
 

@@ -160,7 +160,7 @@ def _ensure_stack(settings: Settings) -> Settings:
     except InfrastructureError:
         if settings.bootstrap != DEFAULT_BOOTSTRAP:
             raise
-    from ledger import devstack
+    import devstack
 
     _step("no broker at localhost:9092: starting the local stack (ledger dev up)")
     info = devstack.up(settings.home)

@@ -58,7 +58,7 @@ def dev() -> None:
 )
 @click.pass_context
 def up(ctx: click.Context, brokers: str, postgres: bool, auth: bool) -> None:
-    from ledger import devstack  # here: every other command would load psycopg for nothing
+    import devstack  # here: every other command would load psycopg for nothing
 
     info = devstack.up(_home(ctx), brokers=int(brokers), postgres=postgres, auth=auth)
     _echo(info.describe())
@@ -74,7 +74,7 @@ def up(ctx: click.Context, brokers: str, postgres: bool, auth: bool) -> None:
 )
 @click.pass_context
 def down(ctx: click.Context, wipe: bool) -> None:
-    from ledger import devstack
+    import devstack
 
     _echo(devstack.down(_home(ctx), wipe=wipe))
 
@@ -82,6 +82,6 @@ def down(ctx: click.Context, wipe: bool) -> None:
 @dev.command(help="Show what runs: each process's pid, port and state, and connection strings.")
 @click.pass_context
 def status(ctx: click.Context) -> None:
-    from ledger import devstack
+    import devstack
 
     _echo(devstack.status(_home(ctx)).describe())

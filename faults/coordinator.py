@@ -27,6 +27,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+import devstack
+from devstack import kafka as dkafka
 from faults.commands import random_commands
 from faults.harness import (
     FAULTS_CREDIT_KEY,
@@ -44,8 +46,6 @@ from faults.harness import (
 )
 from faults.history import History
 from faults.workload import opens
-from ledger import devstack
-from ledger import devstack_kafka as dkafka
 from ledger.errors import InfrastructureError
 from ledger.kafka import make_admin
 from ledger.settings import Settings, default_home

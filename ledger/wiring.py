@@ -61,7 +61,7 @@ def credit_key_of(settings: Settings) -> str | None:
     """LEDGER_CREDIT_KEY, else the dev stack's own key when `settings` point at that stack."""
     if settings.credit_key:
         return settings.credit_key
-    from ledger import devstack  # only here: it loads the dev stack's tooling
+    import devstack  # only here: it loads the dev stack's tooling
 
     return devstack.credit_key_for(settings.home, settings.bootstrap)
 

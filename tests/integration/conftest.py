@@ -51,7 +51,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
                                       None if pg_url else TEST_PG_PORT) as (kafka, pg):
             yield bootstrap or str(kafka), pg_url or str(pg)
         return
-    from ledger import devstack
+    import devstack
 
     home = Path(tmp_path_factory.mktemp("stack"))
     info = devstack.up(

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger import devstack
-from ledger import devstack_kafka as dkafka
-from ledger import devstack_postgres as dpg
+import devstack
+from devstack import kafka as dkafka
+from devstack import postgres as dpg
 from ledger.settings import default_home
 
 JARS = dkafka.default_jars_dir(default_home())
@@ -61,7 +61,7 @@ class KafkaPorts:
 @dataclass(frozen=True)
 class PgPorts:
     """Where one test stack's PostgreSQL goes: the first free port from `first`
-    (devstack_postgres.up searches PORT_TRIES ports)."""
+    (devstack.postgres.up searches PORT_TRIES ports)."""
 
     name: str
     first: int

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from ledger import devstack
+import devstack
 from ledger.domain import Actor, Earn
 from ledger.settings import Settings
 from ledger.topics import create_topics, describe_topics

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import devstack, devstack_postgres
+import devstack
+from devstack import postgres as dpg
 from ledger.settings import Settings
 from projections.factory import open_store
 from projections.sql_store import SqlProjectionStore
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.integration
 def private_pg(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """A Postgres of this test's own, which it may stop and start."""
     home = tmp_path / "pg-home"
-    port = devstack_postgres.up(home, port=OUTAGE_PG.first).port
+    port = dpg.up(home, port=OUTAGE_PG.first).port
     yield home, port
     devstack.down(home, wipe=True)
 
@@ -65,7 +66,7 @@ def test_projector_waits_out_a_database_outage(
         _wait_for(lambda: "store unavailable" in log.read_text(), 60, log.read_text()[-2000:])
         time.sleep(2)  # a few backoff rounds against a database that is down
         assert proc.poll() is None, "the projector died during the outage"
-        devstack_postgres.up(home, port=port)
+        dpg.up(home, port=port)
         _wait_for(lambda: "is back" in log.read_text(), 60, log.read_text()[-2000:])
         _wait_for(lambda: _projected(url) == len(journal.events), 60, "did not catch up")
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ledger import devstack
+import devstack
 from ledger.settings import ENV_BOOTSTRAP, default_home
 
 pytestmark = pytest.mark.integration

@@ -20,10 +20,10 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from ledger import devstack
-from ledger import devstack_kafka as dkafka
-from ledger import devstack_postgres as dpg
-from ledger import devstack_proc as dproc
+import devstack
+from devstack import kafka as dkafka
+from devstack import postgres as dpg
+from devstack import proc as dproc
 from ledger.errors import UsageError
 from ledger.settings import default_home
 from tests.integration.stacks import DEVSTACK_KAFKA, DEVSTACK_PG

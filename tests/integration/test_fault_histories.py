@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack import kafka as dkafka
 from faults.coordinator import CoordinatorConfig, run_coordinator
 from faults.harness import ScenarioReport
 from faults.storm import StormConfig, run_storm
 from faults.zombie import ZombieConfig, run_zombie
-from ledger import devstack_kafka as dkafka
 from ledger.settings import default_home
 
 pytestmark = pytest.mark.integration

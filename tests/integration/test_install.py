@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = sorted(p.name for p in (REPO / "ledger" / "schemas").glob("*.avsc"))
+DEVSTACK = {"devstack/pom.xml", "devstack/stack.py", "devstack/kafka.py", "devstack/py.typed"}
 PURE_PYTHON = "pure-Python reader"
 
 
@@ -93,10 +94,19 @@ def test_the_sdist_and_the_wheel_carry_what_an_install_needs(dist: tuple[Path, P
     assert {f"ledger/schemas/{s}" for s in SCHEMAS} <= names
     assert {"ledger/py.typed", "projections/py.typed", "cli/py.typed"} <= names
     assert any(n.startswith("ledger/wire/_eventreader") and n.endswith(".so") for n in names)
+    assert names >= DEVSTACK  # `ledger dev up` fetches the broker jars with this pom
     with tarfile.open(sdist) as tar:
         members = {m.split("/", 1)[1] for m in tar.getnames() if "/" in m}
     assert {"setup.py", "pyproject.toml", "ledger/wire/_eventreader.c"} <= members
     assert {f"ledger/schemas/{s}" for s in SCHEMAS} <= members
+    assert members >= DEVSTACK
+
+
+def test_an_installed_dev_stack_finds_its_pom_in_the_install(plain: Path, outside: Path) -> None:
+    probe = "import devstack.kafka as k; print(k.POM.is_file(), k.POM)"
+    found, path = run([plain / "python", "-c", probe], outside).stdout.split()
+    assert found == "True"
+    assert Path(path).is_relative_to(plain.parent)  # the venv's copy, not the checkout's
 
 
 def test_a_plain_install_starts_and_brings_no_dev_tools(plain: Path, outside: Path) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from ledger import devstack, devstack_postgres
+import devstack
+from devstack import postgres as dpg
 from ledger.kafka import make_producer
 from ledger.settings import Settings
 from tests.integration.endpoints import free_port, get_json, scrape, wait_until
@@ -86,7 +87,7 @@ def test_projector_is_not_ready_while_its_database_is_down(
         assert "secret" not in reason
         assert get_json(port, "/readyz")[0] == 503
         assert get_json(port, "/healthz")[0] == 200  # alive: waiting, not stuck
-        devstack_postgres.up(home, port=pg_port)
+        dpg.up(home, port=pg_port)
         wait_until("/readyz to answer 200 again", _ready(port))
     finally:
         assert stop(proc) == 0, log.read_text()[-2000:]

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from ledger import devstack
-from ledger import devstack_auth as dauth
-from ledger import devstack_kafka as dkafka
+import devstack
+from devstack import auth as dauth
+from devstack import kafka as dkafka
 from ledger.client import LedgerClient
 from ledger.errors import InfrastructureError, UsageError
 from ledger.settings import Settings, read_kafka_config

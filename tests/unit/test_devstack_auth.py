@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import devstack_auth as auth
-from ledger import devstack_kafka as dkafka
-from ledger.devstack import ProcessInfo, StackInfo
+from devstack import ProcessInfo, StackInfo, auth
+from devstack import kafka as dkafka
 from ledger.errors import UsageError
 from ledger.kafka import _security_hint
 from ledger.settings import read_kafka_config

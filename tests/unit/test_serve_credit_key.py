@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger import devstack
+import devstack
 from ledger.credits import ensure_key_file, key_id
 from ledger.demo import processor_credit_key
 from ledger.errors import UsageError

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+import devstack
 from bench import stack as bench_stack
+from devstack import kafka as dkafka
 from faults.coordinator import CoordinatorConfig
-from ledger import devstack
-from ledger import devstack_kafka as dkafka
 from tests.integration.stacks import FAULTS_KAFKA, TEST_STACKS, KafkaPorts, PgPorts
 
 ROOT = Path(__file__).resolve().parents[2]

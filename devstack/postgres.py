@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from ledger import devstack_proc as proc
+from devstack import proc
 from ledger.errors import InfrastructureError, UsageError
 
 PG_GLOB = "/usr/lib/postgresql/*/bin/initdb"

@@ -18,10 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from devstack import kafka, proc
+from devstack import postgres as pg
 from ledger import credits
-from ledger import devstack_kafka as kafka
-from ledger import devstack_postgres as pg
-from ledger import devstack_proc as proc
 from ledger.errors import InfrastructureError, UsageError
 
 SIZES = (1, 3)

@@ -17,12 +17,11 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from ledger import devstack_auth as auth
-from ledger import devstack_proc as proc
+from devstack import auth, proc
 from ledger.errors import InfrastructureError
 
 KAFKA_VERSION = "4.1.1"
-POM = Path(__file__).resolve().parent.parent / "docker" / "kafka" / "pom.xml"
+POM = Path(__file__).resolve().parent / "pom.xml"  # package data: in every install
 MAIN_CLASS = "kafka.Kafka"
 READY_TIMEOUT_S = 60.0
 FETCH_TIMEOUT_S = 900.0

@@ -202,7 +202,7 @@ def projector_snapshotter(store_url: str, store: object, *, out: Path | None,
         assert isinstance(store, DuckDBProjectionStore)
 
         def copier(to: Path, full: bool) -> Copied | None:
-            return copy_if_full(to, full, store.store_id(),
+            return copy_if_full(to, full, store.store_id(), store.positions(),
                                 lambda o: copy_live(store.connection, store.path, o))
 
         return Snapshotter(lambda: DuckDBReader.of_projector(store), out=out, every_s=every_s,
@@ -235,7 +235,7 @@ def take_snapshot(url: str, out: Path, *, full: bool = False,
     with reader:
         if store_path is not None:  # nobody writes the file while this reader holds it
             path = store_path
-            copied = copy_if_full(out, full, reader.meta()[META_STORE_ID],
+            copied = copy_if_full(out, full, reader.meta()[META_STORE_ID], reader.positions(),
                                   lambda o: copy_idle(path, o))
             if copied is not None:
                 reader.close()

@@ -23,7 +23,7 @@ from tests import views_fold as fold
 from tests.integration.journal_factory import expected_balances
 
 EVENTS = fold.demo_like_events(600)
-FIRST = 400
+FIRST = 560  # the rest is few enough for an incremental snapshot (snapshot_copy)
 JOURNAL = JournalIdentity("demo", "cluster-1")
 TABLES = {"accounts": "account", "balances": "account", "projection_positions": "topic",
           "audit_log": "event_id"}
@@ -39,8 +39,12 @@ def url(tmp_path: Path) -> str:
 
 
 def project_rest(url: str) -> None:
+    project_rest_from(url, FIRST)
+
+
+def project_rest_from(url: str, start: int) -> None:
     with open_store(url) as store:
-        fold.fill_store(store, EVENTS, start=FIRST)
+        fold.fill_store(store, EVENTS, start=start)
 
 
 def content(path: Path | str) -> dict[str, Counter[tuple[Any, ...]]]:
@@ -126,6 +130,18 @@ def test_a_previous_snapshot_that_does_not_fit_gives_a_full_one(
     project_rest(url)
     result = take_snapshot(url, out)
     assert result.mode == "full" and reason in result.fallback
+    assert content(out) == content(url.removeprefix("duckdb:///"))
+
+
+def test_a_snapshot_far_behind_is_replaced_by_a_copy_of_the_store(tmp_path: Path) -> None:
+    url = f"duckdb:///{tmp_path / 'store.duckdb'}"
+    with open_store(url) as store:
+        fold.fill_store(store, EVENTS[:100])
+    out = tmp_path / "snap.duckdb"
+    take_snapshot(url, out)
+    project_rest_from(url, 100)
+    result = take_snapshot(url, out)
+    assert result.mode == "full" and "copying the store costs less" in result.fallback
     assert content(out) == content(url.removeprefix("duckdb:///"))
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger.errors import MalformedRecordError
-from ledger.wire.avro import string, varint
+from ledger.wire.avro import string
 from ledger.wire.catalogue import HEADER_LEN, Record, pin
 
 LAYOUT = pin("command.v1", ("command_id", "kind", "account", "counterparty", "amount", "floor",
@@ -31,11 +31,17 @@ class _Unsure(Exception):
 
 
 def _long(d: bytes, pos: int) -> tuple[int, int]:
-    """A varint of at most 9 bytes: longer ones are left to the codec."""
-    n, end = varint(d, pos)
-    if end - pos > 9:
-        raise _Unsure
-    return n, end
+    """A zig-zag varint of at most 9 bytes: longer ones are left to the codec."""
+    n = shift = 0
+    while True:
+        b = d[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (n >> 1) ^ -(n & 1), pos
+        shift += 7
+        if shift > 56:
+            raise _Unsure
 
 
 def _optional(d: bytes, pos: int, read: Callable[[bytes, int], tuple[Any, int]],

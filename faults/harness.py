@@ -24,7 +24,7 @@ from faults.history import CheckOptions, History, HistoryReport, Op, check_log
 from ledger.client import LedgerClient
 from ledger.domain import Command
 from ledger.errors import LedgerError
-from ledger.processor.kafka_io import pending_commands
+from ledger.processor.kafka import pending_commands
 from ledger.settings import ENV_CREDIT_KEY, ENV_STATE_DIR, Settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ from ledger.client import LedgerClient
 from ledger.credits import generate_key
 from ledger.domain import Actor, Command, OpenAccount
 from ledger.journal import latest_by_key
-from ledger.processor.kafka_io import pending_commands
+from ledger.processor.kafka import pending_commands
 from ledger.records import Outcome
 from ledger.settings import ENV_CREDIT_KEY, Settings
 from ledger.topics import create_topics

@@ -20,10 +20,18 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-from confluent_kafka import Message
+from typing import Any, Protocol
 
 from ledger.errors import UsageError
+
+
+class SignedRecord(Protocol):
+    """A consumed record as the signer reads it (confluent-kafka's Message, or another)."""
+
+    def value(self) -> bytes | None: ...
+
+    def headers(self) -> Any: ...
+
 
 HEADER = "ledger-credit-mac"
 KEY_ID_HEADER = "ledger-credit-key-id"
@@ -92,7 +100,7 @@ class CreditSigner:
     def sign(self, value: bytes) -> Headers:
         return [(HEADER, _mac(self._key, value)), (KEY_ID_HEADER, self.key_id.encode())]
 
-    def verify(self, msg: Message) -> Verification:
+    def verify(self, msg: SignedRecord) -> Verification:
         headers = dict(msg.headers() or [])
         given = headers.get(HEADER)
         if not isinstance(given, bytes):

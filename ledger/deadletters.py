@@ -1,6 +1,6 @@
 """Reading <prefix>.deadletter: each record with the origin its headers name.
 
-The processor (ledger.processor.kafka_io.dead_letter) and the projector
+The processor (ledger.processor.poison.dead_letter) and the projector
 (projections.deadletter) write the original key and value with the headers
 source_topic, source_partition, source_offset and error; a record cut to fit
 Kafka's size limit carries `truncated` too.

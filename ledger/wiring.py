@@ -1,16 +1,38 @@
-"""The one place that builds the ledger's pieces from settings (CLI, services, tests)."""
+"""The one place that builds the ledger's pieces from settings (CLI, services, bench, tests)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import lru_cache
 
 from ledger.client import LedgerClient
 from ledger.credits import CreditSigner
 from ledger.errors import UsageError
 from ledger.health import Endpoint
+from ledger.kafka import make_consumer, make_producer
 from ledger.processor import CommandProcessor
-from ledger.processor.service import ProcessorClients, ProcessorTuning
+from ledger.processor.kafka import (
+    KafkaAccountsTable,
+    KafkaChangelogReader,
+    KafkaCommandSource,
+    KafkaJournalLookup,
+    KafkaTransactionalSink,
+)
+from ledger.processor.kafka.sink import ProducerFactory
+from ledger.processor.kafka.source import ConsumerFactory
+from ledger.processor.memory import (
+    InMemoryAccountsTable,
+    InMemoryBroker,
+    InMemoryChangelogReader,
+    InMemoryCommandSource,
+    InMemoryJournalLookup,
+    InMemoryTransactionalSink,
+)
+from ledger.processor.ports import ProcessorPorts
+from ledger.processor.service import ProcessorTuning, state_file
+from ledger.processor.state import ProcessorStats
+from ledger.processor.store import StateStore
 from ledger.settings import ENV_CREDIT_KEY, Settings
 from ledger.wire import Codec
 
@@ -34,6 +56,14 @@ def build_client(settings: Settings) -> LedgerClient:
     return LedgerClient(settings, codec())
 
 
+@dataclass(frozen=True)
+class ProcessorClients:
+    """How the Kafka adapters make their clients: the seam where a test injects a fault."""
+
+    producer: ProducerFactory = make_producer
+    consumer: ConsumerFactory = make_consumer
+
+
 def build_processor(
     settings: Settings,
     instance_id: str,
@@ -41,20 +71,51 @@ def build_processor(
     endpoint: Endpoint | None = None,
     clients: ProcessorClients | None = None,
     tuning: ProcessorTuning | None = None,
+    memory: InMemoryBroker | None = None,
 ) -> CommandProcessor:
-    """The command processor. `clients` is the documented seam for Kafka client faults:
-    tests pass factories whose producers or consumers misbehave on cue."""
+    """The command processor: on Kafka, or on `memory` (in-memory adapters, for tests and
+    demonstrations). `clients` is the documented seam for Kafka client faults: tests pass
+    factories whose producers or consumers misbehave on cue."""
     tuning = tuning or ProcessorTuning(max_batch=max_batch)
     signer = credit_signer(settings)
     log.info("routed credits: %s", signer.describe())
-    processor = CommandProcessor(
-        settings, codec(), instance_id, signer, tuning, clients or ProcessorClients(),
-    )
+    stats = ProcessorStats()
+    if memory is None:
+        ports = kafka_ports(settings, instance_id, stats, tuning, clients or ProcessorClients())
+    else:
+        ports = memory_ports(memory, settings)
+    store = StateStore(state_file(settings, instance_id))
+    processor = CommandProcessor(settings, codec(), instance_id, signer, ports, store, stats,
+                                 tuning)
     if endpoint is not None:
         from ledger.metrics import serve_processor_metrics
 
         serve_processor_metrics(processor, endpoint)
     return processor
+
+
+def kafka_ports(settings: Settings, instance_id: str, stats: ProcessorStats,
+                tuning: ProcessorTuning, clients: ProcessorClients) -> ProcessorPorts:
+    """The processor's ports on confluent-kafka clients."""
+    return ProcessorPorts(
+        source=KafkaCommandSource(settings, instance_id, clients.consumer),
+        sink=KafkaTransactionalSink(settings, instance_id, stats, clients.producer,
+                                    tuning.txn_timeout_s),
+        changelogs=KafkaChangelogReader(settings),
+        journal=KafkaJournalLookup(settings, codec()),
+        accounts=KafkaAccountsTable(settings, codec()),
+    )
+
+
+def memory_ports(broker: InMemoryBroker, settings: Settings) -> ProcessorPorts:
+    """The processor's ports on an in-memory broker."""
+    return ProcessorPorts(
+        source=InMemoryCommandSource(broker, settings),
+        sink=InMemoryTransactionalSink(broker, settings),
+        changelogs=InMemoryChangelogReader(broker, settings),
+        journal=InMemoryJournalLookup(broker, settings, codec()),
+        accounts=InMemoryAccountsTable(broker, settings, codec()),
+    )
 
 
 def credit_key_of(settings: Settings) -> str | None:

@@ -1,6 +1,6 @@
 """One command record in, its records out: decode, check, decide, write (inside a batch).
 
-Everything here runs inside the batch's open Kafka transaction: journal events,
+Everything here runs inside the batch's open transaction (a TransactionalSink's): journal events,
 account states, routed credits and results are produced at once, balance
 snapshots once per account at the end of the batch. State changes go to the
 overlay, which the processor merges only after the transaction commits.
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
-
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ledger.credits import CreditSigner
 from ledger.domain import (
@@ -31,8 +30,9 @@ from ledger.domain import (
     issued_time,
 )
 from ledger.errors import CodecError, InfrastructureError, MalformedRecordError
-from ledger.kafka import partition_for
-from ledger.processor.kafka_io import JournalFetcher, dead_letter
+from ledger.processor.poison import Poisoned, dead_letter, position_of
+from ledger.processor.ports import Failure, JournalLookup, Record, RecordWriter
+from ledger.processor.routing import Router
 from ledger.processor.state import Overlay, ProcessorStats
 from ledger.records import (
     Outcome,
@@ -50,45 +50,7 @@ from ledger.wire.hot import HotCodec
 
 log = logging.getLogger("ledger.processor")
 
-# Kafka errors raised while producing for one record that retrying cannot cure: the record is
-# a poison pill (dead-lettered), not a reason to abort and retry the batch forever.
-_RECORD_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._INVALID_ARG})
-
 TOPIC_NAMES = ("commands", "events", "accounts", "balances", "results", "guards", "deadletter")
-# Partitions of recent record keys: murmur2 in Python costs more than deciding a command.
-_ROUTE_CACHE_KEYS = 100_000
-_ROUTE_CACHE_KEY_BYTES = 256
-
-
-class Poisoned(Exception):
-    """Handling one record failed in a way a retry would repeat."""
-
-    def __init__(self, position: tuple[int, int], error: Exception) -> None:
-        super().__init__(str(error))
-        self.position, self.error = position, error
-
-
-class Router:
-    """The partition every ledger producer picks for a key (cached for short keys)."""
-
-    def __init__(self) -> None:
-        self.partitions = 0  # of the commands topic, known once the processor runs
-        self._routes: dict[bytes, int] = {}
-
-    def key(self, key: bytes) -> int:
-        routes = self._routes
-        found = routes.get(key)
-        if found is None:
-            found = partition_for(key, self.partitions)
-            if len(key) <= _ROUTE_CACHE_KEY_BYTES:
-                if len(routes) >= _ROUTE_CACHE_KEYS:
-                    routes.clear()
-                routes[key] = found
-        return found
-
-    def account(self, account: str) -> int:
-        return self.key(account.encode())
-
 
 class CommandHandler:
     """Decides the records of one batch into the open transaction of `producer`."""
@@ -99,18 +61,19 @@ class CommandHandler:
         codec: Codec,
         overlay: Overlay,
         stats: ProcessorStats,
-        fetcher: JournalFetcher,
+        journal: JournalLookup,
         router: Router,
         signer: CreditSigner,
         window: DedupWindow,
+        failure: Callable[[BaseException], Failure | None],
     ) -> None:
-        self.codec, self.overlay, self.stats, self.fetcher = codec, overlay, stats, fetcher
-        self.router, self.signer = router, signer
+        self.codec, self.overlay, self.stats, self.journal = codec, overlay, stats, journal
+        self.router, self.signer, self.failure = router, signer, failure
         self.hot = HotCodec(codec)
         self.limits = Limits(settings.max_amount)
         self.window = window
         self.topic = {n: settings.topic(n) for n in TOPIC_NAMES}
-        self.producer: Producer | None = None  # the open transaction's, set per batch
+        self.producer: RecordWriter | None = None  # the open transaction's, set per batch
         self._snapshots: dict[str, tuple[Any, str | None]] = {}
         self._decoded: dict[tuple[int, int], Any] = {}  # the batch's records, decoded once
         # Records whose handling failed for good, by (partition, offset): dead-lettered when
@@ -122,13 +85,11 @@ class CommandHandler:
         self._snapshots.clear()
         self._decoded.clear()
 
-    def prefetch(self, msgs: list[Message]) -> None:
+    def prefetch(self, msgs: list[Record]) -> None:
         """Decode a batch's records and read what the store knows of their ids, at once."""
         self._decoded.clear()
         ids: dict[int, list[str]] = {}
         for msg in msgs:
-            if msg.error() is not None:
-                continue
             try:
                 rec = self.hot.command(msg.value())
             except CodecError:
@@ -138,7 +99,7 @@ class CommandHandler:
             ids.setdefault(position[0], []).append(rec["command_id"])
         self.overlay.preload(ids)
 
-    def handle_guarded(self, msg: Message) -> None:
+    def handle_guarded(self, msg: Record) -> None:
         """Handle one record; a failure that would recur on retry poisons only that record."""
         partition, offset = position_of(msg)
         if self.poisoned:
@@ -149,16 +110,15 @@ class CommandHandler:
                 return
         try:
             self._handle(msg, partition, offset)
-        except (BufferError, InfrastructureError):
-            raise  # a full local queue, the state store's disk: never the record's fault
-        except KafkaException as e:
-            if e.args[0].code() not in _RECORD_ERRORS:
-                raise  # the broker or the transaction: abort and retry the batch
-            raise Poisoned((partition, offset), e) from e
+        except InfrastructureError:
+            raise  # the state store's disk: never the record's fault
         except Exception as e:  # input nobody foresaw must stop one record, not the service
+            kind = self.failure(e)
+            if kind is not None and kind is not Failure.RECORD:
+                raise  # the broker, the transaction, a full queue: abort and retry the batch
             raise Poisoned((partition, offset), e) from e
 
-    def _handle(self, msg: Message, partition: int, offset: int) -> None:
+    def _handle(self, msg: Record, partition: int, offset: int) -> None:
         self.stats.commands += 1
         self.overlay.bind(partition)
         wire = self._read(msg, (partition, offset))
@@ -184,7 +144,7 @@ class CommandHandler:
         # Refusals (not decisions) are not remembered: the id stays free for a proper send.
         self._reply_rejected(wire, "", *refusal, store=False)
 
-    def _read(self, msg: Message, position: tuple[int, int]) -> WireCommand | None:
+    def _read(self, msg: Record, position: tuple[int, int]) -> WireCommand | None:
         """The record as a command, or None once dead-lettered (no id to answer by)."""
         try:
             rec = self._decoded.pop(position, None) or self.hot.command(msg.value())
@@ -196,7 +156,7 @@ class CommandHandler:
             self._dead_letter(msg, e)
             return None
 
-    def _refuse_credit(self, msg: Message, why: str) -> None:
+    def _refuse_credit(self, msg: Record, why: str) -> None:
         """A credit no processor signed (forged, re-keyed, or under a key not listed): kept
         in the dead-letter topic with its origin, counted, never applied."""
         self.stats.credits_refused += 1
@@ -204,7 +164,7 @@ class CommandHandler:
             f"an apply-credit record not signed by a processor key held here: {why}"))
 
     def _refusal(
-        self, msg: Message, wire: WireCommand, partition: int
+        self, msg: Record, wire: WireCommand, partition: int
     ) -> tuple[RejectReason, str] | None:
         """Why a record is refused before any decision: misrouted or unusable."""
         raw_key = msg.key() or b""
@@ -371,12 +331,12 @@ class CommandHandler:
                 RejectReason.NOT_REVERSIBLE,
                 f"no position {ref.partition}@{ref.offset} in {self.topic['events']}",
             )
-        found = self.fetcher.fetch(ref)
+        found = self.journal.fetch(ref)
         if isinstance(found, str):
             return Rejected(RejectReason.NOT_REVERSIBLE, found)
         return reverse_command(wire, found.postings)
 
-    def _dead_letter(self, msg: Message, error: Exception) -> None:
+    def _dead_letter(self, msg: Record, error: Exception) -> None:
         assert self.producer is not None
         self.stats.dead_letters += 1
         log.warning(
@@ -399,10 +359,3 @@ def _credit_source(wire: WireCommand) -> tuple[int, int] | None:
 def _shorten(text: str, limit: int = 80) -> str:
     shown = repr(text)
     return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(text)} characters)"
-
-
-def position_of(msg: Message) -> tuple[int, int]:
-    """Partition and offset of a consumed message (never None once consumed)."""
-    partition, offset = msg.partition(), msg.offset()
-    assert partition is not None and offset is not None
-    return partition, offset

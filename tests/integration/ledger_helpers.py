@@ -14,11 +14,11 @@ from pathlib import Path
 from ledger.domain import JournalEntry
 from ledger.journal import latest_by_key, read_journal
 from ledger.processor import CommandProcessor
-from ledger.processor.kafka_io import pending_commands
-from ledger.processor.service import ProcessorClients, ProcessorTuning
+from ledger.processor.kafka import pending_commands
+from ledger.processor.service import ProcessorTuning
 from ledger.settings import ENV_CREDIT_KEY, Settings
 from ledger.wire import Codec
-from ledger.wiring import build_processor
+from ledger.wiring import ProcessorClients, build_processor
 
 REPO = Path(__file__).resolve().parents[2]
 # The processors' shared secret in tests: make_settings carries it, and every `ledger serve`

@@ -46,6 +46,7 @@ from ledger.records import ReverseRef
 from ledger.settings import Settings
 from ledger.topics import create_topics
 from ledger.wire import MAGIC, Codec
+from ledger.wiring import ProcessorClients
 from tests.integration.ledger_helpers import (
     ThreadedProcessor,
     journal,
@@ -579,21 +580,33 @@ def test_refused_records_do_not_use_up_their_command_id(settings: Settings) -> N
     assert snapshot_balances(settings) == {ALICE: 105} == party_fold(journal(settings))
 
 
+class _FailingProducer:
+    """A transactional producer whose journal writes holding `marker` raise, as a bug in
+    handling one record would."""
+
+    def __init__(self, real: Producer, marker: bytes) -> None:
+        self._real, self._marker = real, marker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def produce(self, topic: str, value: bytes | None = None, *args: Any, **kwargs: Any) -> None:
+        if topic.endswith(".events") and value is not None and self._marker in value:
+            raise RuntimeError("injected failure")
+        self._real.produce(topic, value, *args, **kwargs)
+
+
+def _failing_on(marker: bytes) -> Callable[..., Any]:
+    return lambda *a, **k: _FailingProducer(make_producer(*a, **k), marker)
+
+
 def test_a_record_whose_handling_fails_is_dead_lettered_alone(settings: Settings) -> None:
     """The poison-pill guard: handling that raises (a bug, or input nobody foresaw) aborts
     the batch once, which is retried without that record; the record is dead-lettered and
     every other command of the batch is decided exactly once."""
-    threaded = start_processor(settings, "poison")
+    threaded = start_processor(settings, "poison",
+                               clients=ProcessorClients(producer=_failing_on(b"boom")))
     processor = threaded.processor
-    handler = processor.handler
-    decide = handler._decide
-
-    def failing(wire: Any, command: Any, *rest: Any) -> None:
-        if command.command_id == "boom":
-            raise RuntimeError("injected failure")
-        decide(wire, command, *rest)
-
-    handler._decide = failing  # type: ignore[method-assign]
     observer = Observer(settings)
     client = LedgerClient(settings)
     try:

@@ -24,8 +24,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from ledger.client import LedgerClient
 from ledger.domain import Actor, Earn, OpenAccount
 from ledger.kafka import make_consumer, make_producer
-from ledger.processor.service import ProcessorClients, ProcessorTuning
+from ledger.processor.service import ProcessorTuning
 from ledger.settings import Settings
+from ledger.wiring import ProcessorClients
 from tests.integration.ledger_helpers import (
     journal,
     party_fold,

@@ -1,4 +1,4 @@
-"""The processor's transactional producers: turns, a watchdog on their calls, replacement.
+"""KafkaTransactionalSink: transactional producers taking turns, a watchdog on their calls.
 
 librdkafka can block in a transactional call past its own timeout once a coordinator's
 broker is gone (confluentinc/librdkafka#5456, #5511), and an abort fails while no
@@ -20,6 +20,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from ledger.errors import InfrastructureError
 from ledger.kafka import make_producer
+from ledger.processor.budget import RestartBudget
+from ledger.processor.ports import TXN_TIMEOUT_S, Failure, SinkFailed
 from ledger.processor.state import ProcessorStats
 from ledger.settings import Settings
 
@@ -27,46 +29,32 @@ ProducerFactory = Callable[..., Producer]
 
 log = logging.getLogger("ledger.processor")
 
-# A consumer that fails fatally, or a producer that cannot finish its transaction, is replaced
-# at most this often before the service gives up.
-MAX_REJOINS = 5
-REJOIN_WINDOW_S = 600.0
 # Fatal producer errors that mean another instance owns the transactional id now.
 FENCED = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
 
-# Transactional calls take this timeout; a watchdog gives them this much longer to return.
-TXN_TIMEOUT_S = 30.0
+# Kafka errors raised while producing one record that retrying cannot cure: the record is a
+# poison pill (dead-lettered), not a reason to abort and retry the batch forever.
+_RECORD_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._INVALID_ARG})
+
+# A watchdog gives transactional calls this much longer than their timeout to return.
 WATCHDOG_GRACE_S = 15.0
 
 
-class Stuck(Exception):
+class Stuck(SinkFailed):
     """A transactional call outlived its own timeout: whether it took effect is unknown."""
 
     def __init__(self, call: str) -> None:
-        super().__init__(call)
+        super().__init__(Failure.COMMIT_UNKNOWN, call)
         self.call = call
 
 
-class RestartBudget:
-    """At most MAX_REJOINS replacements in REJOIN_WINDOW_S, or InfrastructureError."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self._times: list[float] = []
-
-    def spend(self, last: str) -> None:
-        now = time.monotonic()
-        self._times = [t for t in self._times if now - t < REJOIN_WINDOW_S] + [now]
-        if len(self._times) > MAX_REJOINS:
-            raise InfrastructureError(
-                f"{self.what} {len(self._times)} times in {REJOIN_WINDOW_S:.0f}s, last: {last}"
-            )
-
-
-class CommitUnknown(Exception):
+class CommitUnknown(SinkFailed):
     """commit_transaction kept failing with retriable errors: it may have committed."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Failure.COMMIT_UNKNOWN, detail)
 
 
 def watched(
@@ -97,7 +85,7 @@ def is_fenced(e: KafkaException) -> bool:
     return bool(err.fatal()) and err.code() in FENCED
 
 
-class Transactions:
+class KafkaTransactionalSink:
     """One instance's transactional producers, taking turns: commit with offsets, abort, replace.
 
     Once a commit returns, the coordinator still writes the transaction's markers, and a
@@ -118,6 +106,7 @@ class Transactions:
         timeout_s: float = TXN_TIMEOUT_S,
     ) -> None:
         self.settings, self.stats, self._make, self.timeout_s = settings, stats, make, timeout_s
+        self.topic = settings.topic("commands")
         first = f"{settings.topic_prefix}.processor.{instance_id}"
         self.txn_ids = (first, f"{first}.b")
         self.producers: list[Producer | None] = [None, None]
@@ -129,6 +118,21 @@ class Transactions:
     def producer(self) -> Producer | None:
         """The producer of the open (or last) transaction."""
         return self.producers[self.turn]
+
+    def failure(self, error: BaseException) -> Failure | None:
+        """Stuck calls and retried-out commits: unknown; a full local queue: abortable."""
+        if isinstance(error, SinkFailed):
+            return error.kind
+        if isinstance(error, BufferError):
+            return Failure.ABORTABLE
+        if not isinstance(error, KafkaException):
+            return None
+        err = error.args[0]
+        if err.code() in _RECORD_ERRORS:
+            return Failure.RECORD
+        if is_fenced(error):
+            return Failure.FENCED
+        return Failure.FATAL if err.fatal() else Failure.ABORTABLE
 
     def start(self, wait_s: float = 60.0) -> None:
         for turn, txn_id in enumerate(self.txn_ids):
@@ -157,7 +161,7 @@ class Transactions:
                     ) from e
                 log.info("transaction coordinator not ready yet: %s", e)
 
-    def commit(self, positions: list[TopicPartition], group: Any) -> None:
+    def commit(self, offsets: dict[int, int], group: Any) -> None:
         """Send the consumed offsets to the transaction and commit it.
 
         By librdkafka's book: a retriable error means the commit may go on in the
@@ -167,6 +171,7 @@ class Transactions:
         """
         producer = self.producer
         assert producer is not None
+        positions = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
         self._retrying(
             "send_offsets_to_transaction",
             lambda: producer.send_offsets_to_transaction(positions, group, self.timeout_s),

@@ -1,4 +1,4 @@
-"""The global accounts table: every opened account, consumed continuously from points.accounts.
+"""KafkaAccountsTable: every opened account, consumed continuously from points.accounts.
 
 Like a GlobalKTable: every instance reads the whole compacted topic, so the owner of a
 user can check that a room owned elsewhere exists. A room opened a moment ago may briefly
@@ -20,7 +20,7 @@ from ledger.wire import Codec
 log = logging.getLogger("ledger.processor")
 
 
-class AccountsTable:
+class KafkaAccountsTable:
     """Every opened account, consumed continuously from the compacted points.accounts."""
 
     def __init__(self, settings: Settings, codec: Codec) -> None:

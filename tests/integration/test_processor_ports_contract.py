@@ -1,0 +1,170 @@
+"""One contract for the processor's ports: the Kafka adapters (on the real broker) and the
+in-memory ones pass the same tests, so what the in-memory unit tests of the processor
+show holds on Kafka too."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ledger.kafka import make_producer, partition_for
+from ledger.processor.memory import InMemoryBroker
+from ledger.processor.ports import (
+    BEGINNING,
+    CHANGELOGS,
+    Failure,
+    ProcessorPorts,
+    Record,
+    SinkFailed,
+)
+from ledger.processor.service import ProcessorTuning
+from ledger.processor.state import ProcessorStats
+from ledger.records import ReverseRef
+from ledger.settings import Settings
+from ledger.wire import Codec
+from ledger.wiring import ProcessorClients, kafka_ports, memory_ports
+from tests.unit.samples import SAMPLES
+
+pytestmark = pytest.mark.integration
+CODEC = Codec()
+WAIT_S = 30.0
+
+
+@dataclass
+class Kit:
+    """A set of ports and a plain producer of input records on the same topics."""
+
+    settings: Settings
+    ports: ProcessorPorts
+    put: Callable[[str, bytes, bytes, int], None]
+    assigned: list[int] = field(default_factory=list)
+    revoked: list[int] = field(default_factory=list)
+
+    def subscribe(self) -> None:
+        self.ports.source.subscribe(self.assigned.extend, self.revoked.extend)
+
+    def consume(self, want: int) -> list[Record]:
+        """Consume until `want` records came (and the assignment with them)."""
+        got: list[Record] = []
+        deadline = time.monotonic() + WAIT_S
+        while len(got) < want or not self.assigned:
+            assert time.monotonic() < deadline, f"{len(got)} of {want} records consumed"
+            got.extend(self.ports.source.consume(100, 0.2))
+        return got
+
+
+@pytest.fixture(params=["kafka", "memory"])
+def kit(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Kit]:
+    if request.param == "memory":
+        broker = InMemoryBroker(settings.partitions)
+
+        def put_memory(topic: str, value: bytes, key: bytes, partition: int) -> None:
+            broker.produce(settings.topic(topic), value, key, partition)
+
+        yield Kit(settings, memory_ports(broker, settings), put_memory)
+        return
+    producer = make_producer(settings)
+
+    def put_kafka(topic: str, value: bytes, key: bytes, partition: int) -> None:
+        producer.produce(settings.topic(topic), value, key, partition)
+        producer.flush(10)
+
+    ports = kafka_ports(settings, "contract", ProcessorStats(),
+                        ProcessorTuning(txn_timeout_s=10), ProcessorClients())
+    yield Kit(settings, ports, put_kafka)
+    ports.source.close()
+    ports.journal.close()
+    ports.changelogs.close()
+
+
+def command(command_id: str) -> bytes:
+    return CODEC.encode("command", {**SAMPLES["command"], "command_id": command_id})
+
+
+def test_the_source_hands_out_records_in_order_and_reports_its_assignment(kit: Kit) -> None:
+    assert kit.ports.source.open() == kit.settings.partitions
+    for n in range(4):
+        kit.put("commands", command(f"c{n}"), b"user:a", 1)
+    kit.subscribe()
+    records = kit.consume(4)
+    assert sorted(kit.assigned) == list(range(kit.settings.partitions))
+    assert [CODEC.decode_as("command", r.value())["command_id"] for r in records] == [
+        "c0", "c1", "c2", "c3"]
+    assert {(r.topic(), r.partition(), r.key()) for r in records} == {
+        (kit.settings.topic("commands"), 1, b"user:a")}
+    offsets = [r.offset() or 0 for r in records]
+    assert offsets == sorted(offsets) and len(set(offsets)) == 4
+    assert kit.ports.source.lag([1]) in ({1: 0}, {})  # Kafka's cached ends may lag
+    assert kit.ports.source.committed([0, 1]) == {0: BEGINNING, 1: BEGINNING}
+
+
+def test_seek_consumes_a_partition_again(kit: Kit) -> None:
+    for n in range(3):
+        kit.put("commands", command(f"c{n}"), b"user:a", 2)
+    kit.subscribe()
+    first = kit.consume(3)
+    kit.ports.source.seek({2: first[1].offset() or 0})
+    again = kit.consume(2)
+    assert [r.value() for r in again] == [r.value() for r in first[1:]]
+
+
+def test_a_committed_transaction_holds_its_records_and_offsets_together(kit: Kit) -> None:
+    kit.put("commands", command("c0"), b"user:a", 0)
+    kit.subscribe()
+    records = kit.consume(1)
+    sink, source = kit.ports.sink, kit.ports.source
+    sink.start()
+    writer = sink.begin()
+    writer.produce(kit.settings.topic("results"), b"aborted", b"user:a", 0)
+    assert sink.abort()
+    writer = sink.begin()
+    writer.produce(kit.settings.topic("results"), b"kept-1", b"user:a", 0)
+    writer.produce(kit.settings.topic("results"), b"kept-2", b"user:a", 0,
+                   headers=[("h", b"v")])
+    sink.commit({0: (records[0].offset() or 0) + 1}, source.group())
+    assert source.committed([0]) == {0: (records[0].offset() or 0) + 1}
+    reader = kit.ports.changelogs
+    low, end = reader.stable_ends(0)["results"]
+    values = [v for chunk, _ in reader.read("results", 0, low, end) for v in chunk]
+    assert values == [b"kept-1", b"kept-2"]
+    assert reader.ends([0])[0]["results"] == end
+
+
+def test_sink_failures_are_classified(kit: Kit) -> None:
+    sink = kit.ports.sink
+    assert sink.failure(RuntimeError("a bug")) is None
+    assert sink.failure(BufferError("queue full")) is Failure.ABORTABLE
+    for kind in Failure:
+        assert sink.failure(SinkFailed(kind, "said")) is kind
+
+
+def test_the_changelog_reader_reads_a_tail_in_order(kit: Kit) -> None:
+    for n in range(7):
+        kit.put("balances", f"b{n}".encode(), b"user:a", 1)
+    reader = kit.ports.changelogs
+    ends = reader.stable_ends(1)
+    assert set(ends) == set(CHANGELOGS) and ends["results"] == (0, 0)
+    low, end = ends["balances"]
+    chunks = list(reader.read("balances", 1, low, end))
+    assert [v for chunk, _ in chunks for v in chunk] == [f"b{n}".encode() for n in range(7)]
+    assert chunks[-1][1] == end
+    middle = list(reader.read("balances", 1, low + 3, end))
+    assert [v for chunk, _ in middle for v in chunk] == [f"b{n}".encode() for n in range(3, 7)]
+
+
+def test_the_journal_lookup_finds_an_event_by_its_position(kit: Kit) -> None:
+    event: dict[str, Any] = SAMPLES["event"]
+    key = event["postings"][0]["account"].encode()
+    partition = partition_for(key, kit.settings.partitions)
+    kit.put("events", CODEC.encode("event", event), key, partition)
+    journal = kit.ports.journal
+    found = journal.fetch(ReverseRef(event["event_id"], partition, 0))
+    assert not isinstance(found, str) and found.event_id == event["event_id"]
+    other = journal.fetch(ReverseRef("not-this-one", partition, 0))
+    assert isinstance(other, str) and "not not-this-one" in other
+    past = journal.fetch(ReverseRef(event["event_id"], partition, 5))
+    assert isinstance(past, str) and "the partition ends at 1" in past

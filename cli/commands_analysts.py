@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
+from cli import render
 from cli.context import settings_of
 from cli.options import as_of_option, summary_json_option, wait_snapshot_option
-from cli.render import dumps, moment
 from projections.times import parse_as_of
-
-if TYPE_CHECKING:  # DuckDB is imported only when a command runs, not when the CLI starts
-    from projections.snapshot import SnapshotResult
 
 
 @click.command()
@@ -36,22 +32,10 @@ def snapshot(ctx: click.Context, out: Path, full: bool, timeout: float, as_json:
     that is of the same store (only newer audit rows are copied)."""
     from projections.snapshot_requests import take_snapshot
 
-    result = take_snapshot(settings_of(ctx).store, out, full=full, timeout_s=timeout)
-    _print_snapshot(result, as_json)
-
-
-def _print_snapshot(result: SnapshotResult, as_json: bool) -> None:
-    if as_json:
-        fields = result.as_json()
-        fields.pop("taken_at_ms")
-        click.echo(dumps({**fields, **moment("taken_at", result.taken_at_ms)}))
-        return
-    behind = ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(result.positions.items())
-                       if t.endswith(".events"))
-    how = result.mode + (f" ({result.fallback})" if result.fallback else "")
-    click.echo(f"snapshot {result.out}: {how}, {result.audit_rows} audit rows "
-               f"({result.rows_added} new), {result.accounts} accounts, "
-               f"{result.seconds:.1f}s; reflects {behind or 'no events'}")
+    settings = settings_of(ctx)
+    result = take_snapshot(settings.store, out, full=full, timeout_s=timeout,
+                           tuning=settings.tuning)
+    render.snapshot(result, as_json)
 
 
 @click.command("export")
@@ -76,20 +60,10 @@ def export(ctx: click.Context, fmt: str, out: Path, as_of: str | None, timeout: 
 
     as_of_ms = parse_as_of(as_of) if as_of is not None else None
     out = check_export_out(out)
-    with consistent_reader(settings_of(ctx).store, out.parent, timeout) as reader:
+    settings = settings_of(ctx)
+    with consistent_reader(settings.store, out.parent, timeout, settings.tuning) as reader:
         result = export_parquet(reader, out, as_of_ms)
-    tables = result.manifest["tables"]
-    if as_json:
-        click.echo(dumps({"out": result.out, "format": fmt, **moment("as_of", as_of_ms),
-                          "rows": {name: t["rows"] for name, t in tables.items()},
-                          "files": sum(len(t["files"]) for t in tables.values()),
-                          "balance_checksum": result.manifest["balance_checksum"],
-                          "seconds": round(result.seconds, 3),
-                          "rows_per_s": round(result.rows / max(result.seconds, 1e-9))}))
-        return
-    counts = ", ".join(f"{t['rows']} {name} rows" for name, t in tables.items())
-    click.echo(f"exported {counts} to {result.out} in {result.seconds:.1f}s; balance checksum "
-               f"{result.manifest['balance_checksum']}")
+    render.exported(result, fmt, as_of_ms, as_json)
 
 
 def register(group: click.Group) -> None:

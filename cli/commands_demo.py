@@ -22,7 +22,7 @@ from ledger.demo import (
     StudyRoomApp,
     processor_credit_key,
 )
-from ledger.errors import InfrastructureError, LedgerError, RejectedError
+from ledger.errors import ExitCode, InfrastructureError, LedgerError, RejectedError
 from ledger.kafka import check_reachable
 from ledger.settings import DEFAULT_BOOTSTRAP, ENV_CREDIT_KEY, Settings
 from ledger.topics import create_topics
@@ -210,7 +210,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def _ledger(settings: Settings, args: list[str], capture: bool = False) -> str:
     argv = [sys.executable, "-m", "cli.main", *_global_args(settings), *args]
     done = subprocess.run(argv, stdout=subprocess.PIPE if capture else None, text=True)
-    if done.returncode == RejectedError.exit_code and capture:
+    if done.returncode == ExitCode.REJECTED and capture:
         return done.stdout  # a failed verification still has a report to show
     if done.returncode != 0:
         raise LedgerError(f"`ledger {' '.join(args)}` failed with exit code {done.returncode}")

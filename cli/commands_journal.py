@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
+from cli import render
 from cli.context import settings_of
 from cli.options import json_option, max_records_option, offset_option, partition_option
-from cli.render import dumps, moment
-from ledger.deadletters import DeadLetter, read_dead_letters
+from ledger.deadletters import read_dead_letters
 from ledger.errors import UsageError
-from ledger.journal import JournalRecord, read_journal
+from ledger.journal import read_journal
 from ledger.wiring import codec
-from projections.times import iso_ms
 
 T = TypeVar("T")
 
@@ -41,7 +40,7 @@ def tail(ctx: click.Context, from_beginning: bool, follow: bool, partitions: tup
     records = read_journal(settings_of(ctx), codec(), from_beginning, follow,
                            partitions=partitions or None, offset=offset)
     for record in _first(records, max_records):
-        click.echo(_json(record) if as_json else _text(record))
+        click.echo(render.journal_json(record) if as_json else render.journal_text(record))
 
 
 @click.command("deadletters")
@@ -61,7 +60,8 @@ def deadletters(ctx: click.Context, follow: bool, partitions: tuple[int, ...],
     and the error that sent it there."""
     letters = read_dead_letters(settings_of(ctx), follow, partitions or None)
     for letter in _first(letters, max_records):
-        click.echo(dumps(_letter_json(letter)) if as_json else _letter_text(letter))
+        click.echo(render.dead_letter_json(letter) if as_json
+                   else render.dead_letter_text(letter))
 
 
 def _first(items: Iterator[T], most: int | None) -> Iterator[T]:
@@ -72,52 +72,3 @@ def _first(items: Iterator[T], most: int | None) -> Iterator[T]:
         close = getattr(items, "close", None)
         if close is not None:
             close()
-
-
-def _json(r: JournalRecord) -> str:
-    base = {"partition": r.partition, "offset": r.offset, "key": r.key}
-    if r.entry is None:
-        return dumps({**base, "error": r.error})
-    e = r.entry
-    return dumps(
-        {
-            **base,
-            "event_id": e.event_id,
-            "command_id": e.command_id,
-            "kind": str(e.kind),
-            "postings": [{"account": p.account, "amount": p.amount} for p in e.postings],
-            **moment("occurred_at", e.occurred_at_ms),
-            "actor": str(e.actor),
-            "reason": e.reason,
-            "reverses_event_id": e.reverses_event_id,
-        }
-    )
-
-
-def _text(r: JournalRecord) -> str:
-    if r.entry is None:
-        return f"{r.partition}@{r.offset} UNDECODABLE {r.error}"
-    e = r.entry
-    postings = " ".join(f"{p.account}{p.amount:+d}" for p in e.postings)
-    where = f"{r.partition}@{r.offset}"
-    return (f"{iso_ms(e.occurred_at_ms)} {where} {e.kind:<8} {postings}  [{e.actor}] "
-            f"{e.reason} {e.event_id}")
-
-
-def _letter_json(d: DeadLetter) -> dict[str, Any]:
-    return {"partition": d.partition, "offset": d.offset, **moment("timestamp", d.timestamp_ms),
-            "source_topic": d.source_topic, "source_partition": d.source_partition,
-            "source_offset": d.source_offset, "error": d.error, "key": d.key,
-            "value_bytes": d.value_bytes, "headers": d.other_headers}
-
-
-def _letter_text(d: DeadLetter) -> str:
-    origin = f"{d.source_topic or '?'}[{_or_q(d.source_partition)}]@{_or_q(d.source_offset)}"
-    extra = "".join(f" ({k}: {v})" for k, v in sorted(d.other_headers.items()))
-    error = " ".join(d.error.split())
-    return (f"{iso_ms(d.timestamp_ms)} {d.partition}@{d.offset} from {origin} "
-            f"key {d.key!r}, {d.value_bytes} bytes: {error}{extra}")
-
-
-def _or_q(value: int | None) -> str:
-    return "?" if value is None else str(value)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from cli import render
 from cli.context import settings_of
 from cli.options import json_option
 from ledger.topics import create_topics, describe_topics, guard_topics
@@ -33,21 +32,6 @@ def create(ctx: click.Context) -> None:
 def describe(ctx: click.Context, as_json: bool) -> None:
     """Show partitions, replication and the configs that matter of every topic."""
     settings = settings_of(ctx)
-    keys = ("cleanup.policy", "retention.ms", "retention.bytes", "min.insync.replicas")
-    for s in describe_topics(settings):
-        shown = {k: s.configs.get(k) for k in keys}
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "topic": s.name,
-                        "partitions": s.partitions,
-                        "replication_factor": s.replication_factor,
-                        "configs": shown,
-                    }
-                )
-            )
-        else:
-            conf = " ".join(f"{k}={v}" for k, v in shown.items())
-            click.echo(f"{s.name:<24} partitions={s.partitions} rf={s.replication_factor} {conf}")
+    for spec in describe_topics(settings):
+        render.topic(spec, as_json)
     guard_topics(settings)

@@ -1,4 +1,4 @@
-"""What every command receives: the settings and the wiring built from them."""
+"""What every command receives: the settings, found on the click context."""
 
 from __future__ import annotations
 

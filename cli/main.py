@@ -1,16 +1,15 @@
-"""The `ledger` command: global options, subcommands, and the one exit-code mapping."""
+"""The `ledger` command: global options and its subcommands; the entry point."""
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
 from cli.context import CliContext
+from cli.exits import run
 from cli.logs import configure_logging
 from cli.options import log_level_option
-from ledger.errors import ExitCode, LedgerError
 from ledger.settings import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_PREFIX,
@@ -105,6 +104,7 @@ def _register() -> None:
     from cli.commands_demo import demo
     from cli.commands_journal import deadletters, tail
     from cli.commands_read import register as register_read
+    from cli.commands_services import register as register_services
     from cli.commands_topics import topics
     from cli.commands_write import register as register_write
     from cli.dev import dev
@@ -114,6 +114,7 @@ def _register() -> None:
     cli.add_command(deadletters)
     cli.add_command(demo)
     register_write(cli)
+    register_services(cli)
     register_read(cli)
     register_analysts(cli)
     cli.add_command(dev)
@@ -123,34 +124,8 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: expected failures become one line on stderr and an exit code."""
-    try:
-        # With standalone_mode off, click returns ctx.exit()'s code instead of exiting.
-        code = cli.main(args=argv, standalone_mode=False)
-    except LedgerError as e:
-        # One line for people and scripts; the rest (a log tail, say) only when asked.
-        first, _, rest = str(e).partition("\n")
-        click.echo(f"error: {first}", err=True)
-        if rest and logging.getLogger().isEnabledFor(logging.INFO):
-            click.echo(rest, err=True)
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
-    except click.exceptions.UsageError as e:
-        # One line, like every other expected failure; the help is one flag away.
-        message = " ".join(e.format_message().split())
-        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-        click.echo(f"error: {message}{hint}", err=True)
-        sys.exit(e.exit_code)
-    except click.exceptions.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(ExitCode.INTERRUPTED)
-    sys.exit(code if isinstance(code, int) else 0)
+    """Entry point: run the command line and exit with its code (cli.exits)."""
+    sys.exit(run(cli, argv))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ from cli.logs import DEFAULT_LEVEL, LEVELS
 from ledger.client import new_command_id
 from ledger.domain import MAX_COMMAND_ID_CHARS, MAX_REASON_CHARS, Actor
 from ledger.health import DEFAULT_METRICS_HOST, DEFAULT_READY_MAX_LAG, Endpoint
-from ledger.settings import ENV_LOG_LEVEL, parse_duration
+from ledger.settings import ENV_LOG_LEVEL, Tuning, parse_duration
 from ledger.wire import command
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEFAULTS = Tuning()  # the defaults options show
 
 
 def _bounded_text(limit: int, what: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -176,7 +177,8 @@ as_of_option = click.option(
     help="Only events that occurred at or before TIME (ISO-8601, UTC if no zone; or epoch ms).",
 )
 wait_snapshot_option = click.option(
-    "--timeout", type=click.FloatRange(min=1), default=1800.0, show_default=True,
+    "--timeout", type=click.FloatRange(min=1), default=DEFAULTS.snapshot_wait_s,
+    show_default=True,
     help="Seconds to wait for a DuckDB store's running projector to take the snapshot.",
 )
 

@@ -33,7 +33,6 @@ from ledger.settings import Settings
 
 # (healthy or ready, the JSON body's other fields)
 Check = Callable[[], tuple[bool, dict[str, Any]]]
-BROKER_PROBE_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -158,8 +157,9 @@ class BrokerProbe:
     """Whether the brokers answer, asked every few seconds by a thread of its own (never
     by the service's loop, never while a probe waits for an answer)."""
 
-    def __init__(self, settings: Settings, every_s: float = BROKER_PROBE_EVERY_S) -> None:
-        self.settings, self.every_s = settings, every_s
+    def __init__(self, settings: Settings, every_s: float | None = None) -> None:
+        self.settings = settings
+        self.every_s = settings.tuning.broker_probe_every_s if every_s is None else every_s
         self.problem = "brokers not asked yet"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="broker-probe")

@@ -1,4 +1,5 @@
-"""Settings: one frozen object; every environment variable is named here."""
+"""Settings: one frozen object, with its tunables (Tuning); every environment variable is
+named here."""
 
 from __future__ import annotations
 
@@ -44,6 +45,32 @@ def default_home() -> Path:
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """Operational tunables of the read path and the clients: batch sizes, intervals,
+    timeouts, worker counts. Defaults are the measured ones (docs/performance.md); the
+    processor's loop has its own (ledger.processor's ProcessorTuning)."""
+
+    # The projector (`ledger project`): batches, idle polls, upkeep, store outages.
+    project_batch_records: int = 50_000  # most records per store transaction
+    project_batch_ms: int = 200  # longest a batch collects records
+    project_consume_max: int = 10_000  # records asked of one consume call
+    project_idle_poll_s: float = 0.5  # a consume call's wait when no batch is pending
+    project_upkeep_s: float = 2.0  # how often lag is measured and an idle store pinged
+    project_retry_first_s: float = 0.5  # first wait after the store went away
+    project_retry_max_s: float = 15.0  # longest wait between retries of an unavailable store
+    # Replay: decoded batches and the processes decoding them.
+    replay_batch_records: int = 25_000  # records per decoded batch
+    replay_in_flight: int = 2  # decoded batches waiting for the writer: bounds memory
+    replay_max_workers: int = 8  # decoder processes at most
+    # Snapshots a projector takes when `ledger snapshot` or `ledger export` asks.
+    snapshot_poll_s: float = 0.5  # how often a projector looks for requests, a command for answers
+    snapshot_claim_s: float = 15.0  # how long a command waits for a projector to claim its request
+    snapshot_wait_s: float = 1800.0  # how long a command waits for its snapshot by default
+    # Health: the broker probe of the metrics server.
+    broker_probe_every_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     bootstrap: str = DEFAULT_BOOTSTRAP
     topic_prefix: str = DEFAULT_PREFIX
@@ -59,6 +86,7 @@ class Settings:
     credit_key: str = field(default="", repr=False)  # a secret: never in repr or logs
     # Keys a credit may also be signed with during a rotation (secrets too); never sign.
     accepted_credit_keys: tuple[str, ...] = field(default=(), repr=False)
+    tuning: Tuning = field(default_factory=Tuning)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"

@@ -43,11 +43,6 @@ if TYPE_CHECKING:  # DuckDB, which a snapshot writes, is imported only where one
     from projections.snapshot_requests import Snapshotter
 
 LOG = logging.getLogger("ledger.projector")
-CONSUME_MAX = 10_000
-IDLE_POLL_S = 0.5
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 15.0
-UPKEEP_S = 2.0  # how often the loop measures lag and, when idle, pings the store (readiness)
 
 
 @dataclass
@@ -70,16 +65,18 @@ class Projector:
     """Runs until stopped, or until caught up with the end offsets taken at start."""
 
     def __init__(self, settings: Settings, store: ProjectionStore, *,
-                 batch_records: int = 50_000, batch_ms: int = 200,
+                 batch_records: int | None = None, batch_ms: int | None = None,
                  until_caught_up: bool = False, codec: Codec | None = None,
                  snapshots: Snapshotter | None = None) -> None:
+        """`batch_records` and `batch_ms`: the settings' tuning unless given."""
         if META_AS_OF in store.meta():
             raise UsageError(f"store {store.url} holds a `replay --as-of` snapshot; projecting "
                              "onto it would mix times. Run `ledger replay` without --as-of first")
         self.settings = settings
         self.store = store
-        self.batch_records = batch_records
-        self.batch_s = batch_ms / 1000
+        self.tuning = settings.tuning
+        self.batch_records = batch_records or self.tuning.project_batch_records
+        self.batch_s = (batch_ms or self.tuning.project_batch_ms) / 1000
         self.until_caught_up = until_caught_up
         self.topics = [settings.topic("accounts"), settings.topic("events")]
         self.ingest = Ingest(settings, codec)
@@ -159,8 +156,9 @@ class Projector:
             self._upkeep()
             if self.snapshots is not None:
                 self.snapshots.tick()
-            left = self.batch_s - (time.monotonic() - started) if len(self.ingest) else IDLE_POLL_S
-            want = min(CONSUME_MAX, self.batch_records - len(self.ingest))
+            left = (self.batch_s - (time.monotonic() - started) if len(self.ingest)
+                    else self.tuning.project_idle_poll_s)
+            want = min(self.tuning.project_consume_max, self.batch_records - len(self.ingest))
             msgs = self._consume(max(want, 1), max(left, 0.0))
             if msgs and not len(self.ingest):
                 started = time.monotonic()
@@ -233,7 +231,7 @@ class Projector:
         now = time.monotonic()
         if now < self._next_upkeep:
             return
-        self._next_upkeep = now + UPKEEP_S
+        self._next_upkeep = now + self.tuning.project_upkeep_s
         self._measure_lag()
         if len(self.ingest):
             return
@@ -254,12 +252,13 @@ class Projector:
         compare-and-set, so a batch that did commit before the connection broke fails
         with PositionConflict rather than being written twice.
         """
-        delay = RETRY_FIRST_S
+        first, most = self.tuning.project_retry_first_s, self.tuning.project_retry_max_s
+        delay = first
         while True:
             try:
                 self.store.apply_batch(batch)
                 self.store_problem = ""
-                if delay > RETRY_FIRST_S:
+                if delay > first:
                     LOG.warning("store %s is back; batch committed", self.store.url)
                 return
             except StoreUnavailableError as e:
@@ -269,7 +268,7 @@ class Projector:
                 self.heartbeat.beat()  # waiting out an outage on purpose: alive, not ready
                 LOG.warning("store unavailable (%s); retrying in %.1fs", e, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+                delay = min(delay * 2, most)
                 with contextlib.suppress(StoreUnavailableError):
                     self.store.reconnect()
 
@@ -352,7 +351,7 @@ def _describe(keys: list[PositionKey]) -> str:
 
 
 def project(settings: Settings, store: ProjectionStore, *, until_caught_up: bool = False,
-            batch_records: int = 50_000, batch_ms: int = 200) -> ProjectorStats:
+            batch_records: int | None = None, batch_ms: int | None = None) -> ProjectorStats:
     """Run a projector into store (see Projector)."""
     return Projector(settings, store, until_caught_up=until_caught_up,
                      batch_records=batch_records, batch_ms=batch_ms).run()

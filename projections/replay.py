@@ -11,7 +11,6 @@ projections.parallel); this process writes.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from collections import deque
@@ -47,9 +46,6 @@ from projections.store import (
 )
 
 LOG = logging.getLogger("ledger.replay")
-MAX_WORKERS = 8
-IN_FLIGHT = 2  # decoded batches handed to the writer thread and not yet written
-BATCH_RECORDS = 25_000  # records per decoded batch: with IN_FLIGHT, bounds what waits
 Progress = Callable[[int, int], None]  # (records read, records to read)
 
 
@@ -68,44 +64,25 @@ class Replay:
     """One rebuild of one store; `run` does it all."""
 
     def __init__(self, settings: Settings, store: ProjectionStore, *, as_of: int | None = None,
-                 batch_records: int = BATCH_RECORDS, progress: Progress | None = None,
+                 batch_records: int | None = None, progress: Progress | None = None,
                  workers: int | None = None, reset: bool = False) -> None:
         self.settings = settings
         self.reset = reset  # replace the projection of another journal (else refused)
         self.journal = JournalIdentity(settings.topic_prefix, "")
         self.store = store
         self.as_of = as_of
-        self.batch_records = batch_records
+        self.tuning = settings.tuning
+        self.batch_records = batch_records or self.tuning.replay_batch_records
         self.progress = progress
-        self.workers = default_workers() if workers is None else workers
+        self.workers = (min(default_workers(), self.tuning.replay_max_workers)
+                        if workers is None else workers)
         self.balances = BalanceAccumulator()
         self.accounts: list[pa.Table] = []  # per batch, in log order (Arrow: compact)
         self.summary: dict[PositionKey, PartitionSummary] = {}
         self.result = ReplayResult()
 
     def run(self) -> ReplayResult:
-        # Millions of short-lived rows trigger cyclic GC passes that find nothing to free
-        # (1-2.6 s of a 1M replay measured); freeze what exists and collect rarely.
-        gc.freeze()
-        threshold = gc.get_threshold()
-        gc.set_threshold(100_000, 50, 1000)
-        # Arrow's default pool (mimalloc) keeps freed pages: ~60 MB more at a replay's peak
-        # here than the system allocator, for no measurable speed.
-        pool, cpus = pa.default_memory_pool(), pa.cpu_count()
-        pa.set_memory_pool(pa.system_memory_pool())
-        # Arrow's group-bys on one thread fewer than cores: each pool thread holds its own
-        # buffers (~35 MB at the peak here on two cores) and the writer already runs beside
-        # the decoder.
-        pa.set_cpu_count(max(1, (os.cpu_count() or 1) - 1))
-        try:
-            return self._run()
-        finally:
-            pa.set_cpu_count(cpus)
-            pa.set_memory_pool(pool)
-            gc.set_threshold(*threshold)
-            gc.unfreeze()
-
-    def _run(self) -> ReplayResult:
+        """Rebuild the store (entry points set the process up first: cli.process)."""
         consumer = make_consumer(self.settings, None)
         try:
             self.journal = journal_of(self.settings, consumer)
@@ -138,7 +115,7 @@ class Replay:
 
         Writing batch n overlaps decoding batch n+1 as far as the GIL lets it (the store's
         bulk insert releases it part of the time; decoder processes avoid it entirely). At
-        most IN_FLIGHT batches wait for the writer: memory stays bounded.
+        most tuning.replay_in_flight batches wait for the writer: memory stays bounded.
         """
         total = sum(hi - lo for lo, hi in ranges.values())
         done = 0
@@ -153,7 +130,7 @@ class Replay:
             try:
                 for d in batches:
                     self._count(d)
-                    while len(pending) >= IN_FLIGHT:
+                    while len(pending) >= self.tuning.replay_in_flight:
                         pending.popleft().result()  # re-raises the writer's error here
                     pending.append(writer.submit(self._write, d.audit))
                     done += d.records
@@ -228,11 +205,11 @@ def default_workers() -> int:
     insert runs outside the GIL), and a decoder process would cost a second interpreter's
     memory for no gain; with more cores, decoder processes share the partitions."""
     cores = os.cpu_count() or 1
-    return 0 if cores <= 2 else min(cores - 1, MAX_WORKERS)
+    return 0 if cores <= 2 else cores - 1  # capped by Tuning.replay_max_workers
 
 
 def replay(settings: Settings, store: ProjectionStore, *, as_of: int | None = None,
-           progress: Progress | None = None, batch_records: int = BATCH_RECORDS,
+           progress: Progress | None = None, batch_records: int | None = None,
            workers: int | None = None, reset: bool = False) -> ReplayResult:
     """Rebuild store from the journal's offset zero (see Replay)."""
     return Replay(settings, store, as_of=as_of, progress=progress,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.errors import LedgerError, StoreError
+from ledger.settings import Tuning
 from projections.factory import store_kind
 from projections.snapshot import SnapshotResult, check_out, write_snapshot
 from projections.snapshot_copy import Copied, copy_idle, copy_if_full, copy_live, finish_copy
@@ -36,9 +37,7 @@ from projections.store import META_STORE_ID
 
 LOG = logging.getLogger("ledger.snapshot")
 REQUESTS = ".snapshot-requests"
-POLL_S = 0.5  # how often a projector looks for requests, and a waiting command for answers
-CLAIM_S = 15.0  # how long a command waits for a projector to claim its request
-DEFAULT_TIMEOUT_S = 1800.0
+DEFAULT_TUNING = Tuning()  # snapshot_poll_s, snapshot_claim_s, snapshot_wait_s
 
 
 Copier = Callable[[Path, bool], Copied | None]  # (out, full) -> a copy of the store's file
@@ -99,10 +98,11 @@ class Snapshotter:
     def __init__(self, open_reader: Callable[[], StoreReader], *, out: Path | None = None,
                  every_s: float | None = None, requests: Path | None = None,
                  threads: int | None = 1, copier: Copier | None = None,
-                 source_url: str = "") -> None:
+                 source_url: str = "", tuning: Tuning = DEFAULT_TUNING) -> None:
         self._open_reader = open_reader
         self._copier = copier  # a DuckDB store's full snapshots: a copy of its file
         self.source_url = source_url
+        self.poll_s = tuning.snapshot_poll_s
         self.out = out
         self.every_s = every_s
         self.requests = requests
@@ -121,7 +121,7 @@ class Snapshotter:
             self._thread = None
         now = time.monotonic()
         if self.requests is not None and now >= self._next_poll:
-            self._next_poll = now + POLL_S
+            self._next_poll = now + self.poll_s
             request = claim_next(self.requests)
             if request is not None:
                 self._start(Path(request.out), request.full, request.id)
@@ -193,7 +193,8 @@ class Snapshotter:
 
 
 def projector_snapshotter(store_url: str, store: object, *, out: Path | None,
-                          every_s: float | None) -> Snapshotter | None:
+                          every_s: float | None,
+                          tuning: Tuning = DEFAULT_TUNING) -> Snapshotter | None:
     """The Snapshotter a projector of store_url runs: DuckDB stores always answer
     requests; any store takes periodic snapshots when asked to."""
     if store_kind(store_url) == "duckdb":
@@ -207,17 +208,18 @@ def projector_snapshotter(store_url: str, store: object, *, out: Path | None,
 
         return Snapshotter(lambda: DuckDBReader.of_projector(store), out=out, every_s=every_s,
                            requests=requests_dir(store.path), copier=copier,
-                           source_url=store.url)
+                           source_url=store.url, tuning=tuning)
     if out is None:
         return None
-    return Snapshotter(lambda: open_reader(store_url), out=out, every_s=every_s)
+    return Snapshotter(lambda: open_reader(store_url), out=out, every_s=every_s, tuning=tuning)
 
 
 # -- the command's side ---------------------------------------------------------------------
 
-def take_snapshot(url: str, out: Path, *, full: bool = False,
-                  timeout_s: float = DEFAULT_TIMEOUT_S) -> SnapshotResult:
-    """A snapshot of the store at url into out: read here, or by its running projector."""
+def take_snapshot(url: str, out: Path, *, full: bool = False, timeout_s: float | None = None,
+                  tuning: Tuning = DEFAULT_TUNING) -> SnapshotResult:
+    """A snapshot of the store at url into out: read here, or by its running projector
+    (waiting `timeout_s`, by default tuning.snapshot_wait_s)."""
     store_path = None
     if store_kind(url) == "duckdb":
         from projections.duckdb_store import duckdb_path
@@ -228,7 +230,8 @@ def take_snapshot(url: str, out: Path, *, full: bool = False,
         reader = open_reader(url)
     except StoreLocked:
         assert store_path is not None
-        got = ask_projector(store_path, out, full, timeout_s)
+        got = ask_projector(store_path, out, full,
+                            tuning.snapshot_wait_s if timeout_s is None else timeout_s, tuning)
         if isinstance(got, SnapshotResult):
             return got
         reader = got
@@ -243,13 +246,14 @@ def take_snapshot(url: str, out: Path, *, full: bool = False,
         return write_snapshot(reader, out, full=full)
 
 
-def ask_projector(store_path: str, out: Path, full: bool,
-                  timeout_s: float) -> SnapshotResult | StoreReader:
+def ask_projector(store_path: str, out: Path, full: bool, timeout_s: float,
+                  tuning: Tuning = DEFAULT_TUNING) -> SnapshotResult | StoreReader:
     """The projector's answer to a request; or a reader of the store, if the projector
     stopped before claiming it."""
     folder = requests_dir(store_path)
     rid = submit(store_path, out, full)
     request, result = folder / f"{rid}.request.json", folder / f"{rid}.result.json"
+    claim_s = min(tuning.snapshot_claim_s, timeout_s)
     started = time.monotonic()
     while True:
         if result.exists():
@@ -262,7 +266,7 @@ def ask_projector(store_path: str, out: Path, full: bool,
         waited = time.monotonic() - started
         reader = _readable(store_path)
         if request.exists():
-            if reader is not None or waited > min(CLAIM_S, timeout_s):
+            if reader is not None or waited > claim_s:
                 with suppress(FileNotFoundError):
                     request.unlink()  # withdrawn: nobody will take it now
                     if reader is not None:
@@ -270,7 +274,7 @@ def ask_projector(store_path: str, out: Path, full: bool,
                     raise StoreLocked(
                         f"DuckDB store {store_path} is open for writing by another process "
                         "and no projector took the snapshot request within "
-                        f"{min(CLAIM_S, timeout_s):g}s "
+                        f"{claim_s:g}s "
                         "(a replay, or a projector of an older version?)")
         elif reader is not None and not result.exists():
             reader.close()
@@ -281,7 +285,7 @@ def ask_projector(store_path: str, out: Path, full: bool,
         if waited > timeout_s:
             raise StoreError(f"no snapshot from the projector of {store_path} within "
                              f"--timeout {timeout_s:g}s")
-        time.sleep(POLL_S)
+        time.sleep(tuning.snapshot_poll_s)
 
 
 def _readable(store_path: str) -> StoreReader | None:
@@ -292,8 +296,8 @@ def _readable(store_path: str) -> StoreReader | None:
 
 
 @contextmanager
-def consistent_reader(url: str, scratch: Path,
-                      timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[StoreReader]:
+def consistent_reader(url: str, scratch: Path, timeout_s: float | None = None,
+                      tuning: Tuning = DEFAULT_TUNING) -> Iterator[StoreReader]:
     """A reader of the store at url; of a fresh snapshot in scratch (removed after) when a
     running projector holds the DuckDB file."""
     try:
@@ -304,7 +308,9 @@ def consistent_reader(url: str, scratch: Path,
         store_path = duckdb_path(url)
         temp = scratch / f".ledger-read-{uuid.uuid4().hex[:8]}.duckdb"
         try:
-            got = ask_projector(store_path, temp, True, timeout_s)
+            got = ask_projector(store_path, temp, True,
+                                tuning.snapshot_wait_s if timeout_s is None else timeout_s,
+                                tuning)
             if isinstance(got, SnapshotResult):
                 got = DuckDBReader.of_file(str(temp), f"duckdb:///{temp}")
             with got:

@@ -99,7 +99,8 @@ def scenario(name: str, argv: list[str]) -> None:
 
 def recheck(argv: list[str]) -> None:
     """Check a scenario's saved history (history.jsonl) against its topics again."""
-    from faults.history import History, check_log
+    from faults.checker import check_log
+    from faults.history import History
     from ledger.settings import Settings
 
     p = argparse.ArgumentParser(prog="python -m faults check", description=recheck.__doc__)

@@ -31,20 +31,22 @@ import devstack
 from devstack import kafka as dkafka
 from faults.commands import random_commands
 from faults.harness import (
-    FAULTS_CREDIT_KEY,
     Driver,
     ScenarioReport,
-    Supervisor,
-    Timeline,
     check,
     client_logs,
-    covers,
     keep_history,
     settle,
     stop_run,
     unique_prefix,
 )
 from faults.history import History
+from faults.supervisor import (
+    FAULTS_CREDIT_KEY,
+    Supervisor,
+    Timeline,
+    covers,
+)
 from faults.workload import opens
 from ledger.errors import InfrastructureError
 from ledger.kafka import make_admin

@@ -18,20 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faults.harness import (
-    FAULTS_CREDIT_KEY,
     Driver,
     ScenarioReport,
-    Supervisor,
-    Timeline,
     check,
     client_logs,
-    covers,
     keep_history,
     settle,
     stop_run,
     unique_prefix,
 )
-from faults.history import CheckOptions, History
+from faults.history import History
+from faults.report import CheckOptions
+from faults.supervisor import (
+    FAULTS_CREDIT_KEY,
+    Supervisor,
+    Timeline,
+    covers,
+)
 from faults.workload import storm_commands
 from ledger.settings import Settings
 from ledger.topics import create_topics

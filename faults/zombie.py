@@ -19,21 +19,23 @@ from pathlib import Path
 
 from faults.commands import random_commands
 from faults.harness import (
-    FAULTS_CREDIT_KEY,
     Driver,
-    Instance,
     ScenarioReport,
-    Supervisor,
-    Timeline,
     check,
     client_logs,
-    covers,
     keep_history,
     settle,
     stop_run,
     unique_prefix,
 )
 from faults.history import FAILED, OK, History, Op
+from faults.supervisor import (
+    FAULTS_CREDIT_KEY,
+    Instance,
+    Supervisor,
+    Timeline,
+    covers,
+)
 from faults.workload import opens
 from ledger.kafka import partition_for
 from ledger.settings import Settings

@@ -1,4 +1,4 @@
-"""Fault scenarios judged by a Jepsen-style history checker (faults/history.py).
+"""Fault scenarios judged by a Jepsen-style history checker (faults/checker.py).
 
 Each scenario runs real `ledger serve` processes, logs every command a client sends as
 invoked, then ok / failed (with its reason) / unknown, and holds that history against the

@@ -6,20 +6,10 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from faults.history import (
-    FAILED,
-    OK,
-    UNKNOWN,
-    CheckOptions,
-    History,
-    HistoryReport,
-    JournalEvent,
-    Op,
-    Snapshot,
-    check_history,
-    journal_event_of,
-    snapshot_of,
-)
+from faults.checker import check_history
+from faults.history import FAILED, OK, UNKNOWN, History, Op
+from faults.observed import JournalEvent, Snapshot, journal_event_of, snapshot_of
+from faults.report import CheckOptions, HistoryReport
 from ledger.domain import Actor, Earn, Join, OpenAccount, Spend
 from ledger.records import Outcome
 from ledger.settings import Settings

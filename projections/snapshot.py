@@ -138,27 +138,37 @@ def write_snapshot(reader: StoreReader, out: Path, *, full: bool = False,
     return result
 
 
-def _previous_tails(out: Path, meta: dict[str, str],
-                    positions: dict[PositionKey, int]) -> dict[PositionKey, Tail]:
-    """The last events the snapshot at out holds, if a new one can start from it."""
-    if not out.exists():
-        raise _NotIncremental("no previous snapshot")
+def read_previous(out: Path) -> tuple[dict[str, str], dict[PositionKey, int]] | None:
+    """The meta and positions of the snapshot file at out (None: another process writes
+    it); UsageError if the file is not a ledger snapshot."""
     try:
         con = duckdb.connect(str(out), read_only=True)
-    except duckdb.IOException as e:
+    except duckdb.Error as e:
         if "lock" in str(e).lower():
-            raise _NotIncremental("the previous snapshot is open for writing") from e
+            return None
         raise UsageError(f"--out {out} exists and is not a DuckDB file; remove it or choose "
                          "another --out") from e
     try:
-        old = dict(con.execute("SELECT key, value FROM projection_meta").fetchall())
-        old_positions = {(t, p): o for t, p, o in con.execute(
+        meta = dict(con.execute("SELECT key, value FROM projection_meta").fetchall())
+        positions = {(t, p): o for t, p, o in con.execute(
             'SELECT topic, "partition", next_offset FROM projection_positions').fetchall()}
     except duckdb.Error as e:
         raise UsageError(f"--out {out} exists and is not a ledger snapshot; remove it or "
                          "choose another --out") from e
     finally:
         con.close()
+    return meta, positions
+
+
+def _previous_tails(out: Path, meta: dict[str, str],
+                    positions: dict[PositionKey, int]) -> dict[PositionKey, Tail]:
+    """The last events the snapshot at out holds, if a new one can start from it."""
+    if not out.exists():
+        raise _NotIncremental("no previous snapshot")
+    previous = read_previous(out)
+    if previous is None:
+        raise _NotIncremental("the previous snapshot is open for writing")
+    old, old_positions = previous
     if META_TAILS not in old:
         raise _NotIncremental("the file at --out is not a snapshot")
     if old.get(META_OF) != meta[META_STORE_ID]:

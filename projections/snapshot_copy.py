@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from ledger.errors import StoreError, UsageError
+from ledger.errors import StoreError
 from projections.duckdb_store import DuckDBProjectionStore
 from projections.snapshot import (
     COPIED_META,
@@ -33,6 +33,7 @@ from projections.snapshot import (
     count,
     held_tails,
     publish,
+    read_previous,
     write_meta,
 )
 from projections.sql_store import LIVE_TABLES, SHADOW
@@ -51,24 +52,11 @@ def previous_problem(out: Path, store_id: str, positions: dict[PositionKey, int]
     behind that copying the store's file costs less than inserting what is new."""
     if not out.exists():
         return "no previous snapshot"
-    try:
-        con = duckdb.connect(str(out), read_only=True)
-    except duckdb.Error as e:
-        if "lock" in str(e).lower():
-            return "the previous snapshot is open for writing"
-        raise UsageError(f"--out {out} exists and is not a DuckDB file; remove it or choose "
-                         "another --out") from e
-    try:
-        of = con.execute("SELECT value FROM projection_meta WHERE key = ?",
-                         [META_OF]).fetchall()
-        held = {(t, p): o for t, p, o in con.execute(
-            'SELECT topic, "partition", next_offset FROM projection_positions').fetchall()}
-    except duckdb.Error as e:
-        raise UsageError(f"--out {out} exists and is not a ledger snapshot; remove it or "
-                         "choose another --out") from e
-    finally:
-        con.close()
-    if of != [(store_id,)]:
+    previous = read_previous(out)
+    if previous is None:
+        return "the previous snapshot is open for writing"
+    meta, held = previous
+    if meta.get(META_OF) != store_id:
         return "the previous snapshot is of another store"
     new = sum(max(0, o - held.get(k, 0)) for k, o in positions.items())
     if new > INCREMENTAL_SHARE * max(sum(held.values()), 1):

@@ -62,10 +62,17 @@ class Tuning:
     replay_batch_records: int = 25_000  # records per decoded batch
     replay_in_flight: int = 2  # decoded batches waiting for the writer: bounds memory
     replay_max_workers: int = 8  # decoder processes at most
+    replay_queue_per_worker: int = 2  # decoded batches waiting per decoder process
+    verify_max_workers: int = 4  # processes of verify's second, independent reading
     # Snapshots a projector takes when `ledger snapshot` or `ledger export` asks.
     snapshot_poll_s: float = 0.5  # how often a projector looks for requests, a command for answers
     snapshot_claim_s: float = 15.0  # how long a command waits for a projector to claim its request
     snapshot_wait_s: float = 1800.0  # how long a command waits for its snapshot by default
+    # Reading the topics to their ends (projector, replay, verify).
+    kafka_request_s: float = 10.0  # a metadata or watermark request's timeout
+    read_consume_max: int = 10_000  # records asked of one consume call of a bounded read
+    read_stall_s: float = 60.0  # no records for this long while some are known to exist: fail
+    deadletter_flush_s: float = 30.0  # how long a projector waits for its dead letters' acks
     # Health: the broker probe of the metrics server.
     broker_probe_every_s: float = 5.0
 

@@ -26,18 +26,17 @@ from ledger.wire import Codec
 from projections.crosscheck import CrossCheck, Partial
 from projections.log import Ranges, read_ranges
 
-MAX_WORKERS = 4
 POLL_S = 1.0
 
 
-def default_workers(partitions: int) -> int:
-    """One worker per core (at most MAX_WORKERS, at least one, at most one per partition).
+def default_workers(partitions: int, most: int) -> int:
+    """One worker per core (at most `most`, at least one, at most one per partition).
 
     Not one core fewer for verify's own reading: it ends long before the workers' (about
     a fifth of their CPU), and the core it leaves would then idle. On two cores, two workers
     took 1M events in 29 s here, one in 34 s."""
     cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_WORKERS, partitions))
+    return max(1, min(cores, most, partitions))
 
 
 def shares(ranges: Ranges, workers: int) -> list[Ranges]:
@@ -77,7 +76,8 @@ class CrossReading:
         self.settings = settings
         self.as_of = as_of
         todo = {k: r for k, r in ranges.items() if r[0] < r[1]}
-        self.shares = shares(todo, workers or default_workers(len(todo)))
+        self.shares = shares(todo, workers or default_workers(
+            len(todo), settings.tuning.verify_max_workers))
         ctx = mp.get_context("spawn")  # never fork a process that runs librdkafka threads
         self.out: Any = ctx.Queue(maxsize=len(self.shares) or 1)
         self.procs: list[BaseProcess] = [

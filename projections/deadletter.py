@@ -13,7 +13,6 @@ from ledger.settings import Settings
 from projections.ingest import BadRecord
 from projections.log import check_message_error, read_ranges, watermarks
 
-FLUSH_TIMEOUT_S = 30.0
 HEADERS = ("source_topic", "source_partition", "source_offset", "error")
 
 
@@ -44,7 +43,7 @@ class DeadLetterSink:
                 (HEADERS[2], str(b.offset)), (HEADERS[3], b.error)]
             self._producer.produce(self.topic, value=b.value, key=b.key, headers=headers,
                                    on_delivery=on_delivery)
-        left = self._producer.flush(FLUSH_TIMEOUT_S)
+        left = self._producer.flush(self.settings.tuning.deadletter_flush_s)
         if left or failures:
             raise InfrastructureError(
                 f"cannot dead-letter {len(bad)} records to {self.topic} at "
@@ -53,7 +52,7 @@ class DeadLetterSink:
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.flush(FLUSH_TIMEOUT_S)
+            self._producer.flush(self.settings.tuning.deadletter_flush_s)
 
 
 def dead_lettered(settings: Settings, source_topics: Sequence[str]) -> set[tuple[str, int, int]]:

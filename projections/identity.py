@@ -16,7 +16,6 @@ from confluent_kafka import KafkaException
 from ledger.errors import JournalMismatchError
 from ledger.kafka import unreachable
 from ledger.settings import Settings
-from projections.log import TIMEOUT_S
 from projections.store import JournalIdentity, ProjectionStore
 
 
@@ -27,7 +26,8 @@ class _KafkaClient(Protocol):  # a Consumer or an AdminClient
 def journal_of(settings: Settings, client: _KafkaClient) -> JournalIdentity:
     """The journal these settings name: their topic prefix on the cluster client talks to."""
     try:  # one topic's metadata: a cluster's full list can be long, and carries no more
-        meta = client.list_topics(settings.topic("events"), timeout=TIMEOUT_S)
+        meta = client.list_topics(settings.topic("events"),
+                                 timeout=settings.tuning.kafka_request_s)
     except KafkaException as e:
         raise unreachable(settings, e) from e
     return JournalIdentity(settings.topic_prefix, meta.cluster_id or "")

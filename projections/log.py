@@ -14,16 +14,14 @@ from ledger.settings import Settings
 from projections.store import PositionKey
 
 LOG = logging.getLogger("ledger.projections")
-TIMEOUT_S = 10.0
-STALL_S = 60.0  # no progress for this long while data is known to exist: give up
-CONSUME_BATCH = 10_000
 
 Ranges = dict[PositionKey, tuple[int, int]]  # (topic, partition) -> [start, end)
 
 
 def partitions_of(consumer: Consumer, settings: Settings, topic: str) -> list[int]:
     try:
-        meta = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+        listed = consumer.list_topics(topic, timeout=settings.tuning.kafka_request_s)
+        meta = listed.topics.get(topic)
     except KafkaException as e:
         raise unreachable(settings, e) from e
     if meta is None or meta.error is not None or not meta.partitions:
@@ -44,7 +42,8 @@ def watermarks(consumer: Consumer, settings: Settings,
         for p in partitions_of(consumer, settings, topic):
             try:
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                           timeout=TIMEOUT_S, cached=False)
+                                                           timeout=settings.tuning.kafka_request_s,
+                                                           cached=False)
             except KafkaException as e:
                 raise unreachable(settings, e) from e
             out[(topic, p)] = (low, high)
@@ -74,7 +73,7 @@ def read_ranges(consumer: Consumer, settings: Settings, ranges: Ranges) -> Itera
     consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _) in todo.items()])
     last_progress = time.monotonic()
     while todo:
-        msgs = consumer.consume(CONSUME_BATCH, 0.2)
+        msgs = consumer.consume(settings.tuning.read_consume_max, 0.2)
         if msgs:
             last_progress = time.monotonic()
         done, over = _reached(consumer, todo)
@@ -87,9 +86,10 @@ def read_ranges(consumer: Consumer, settings: Settings, ranges: Ranges) -> Itera
         for key in done:
             consumer.pause([TopicPartition(*key)])
             del todo[key]
-        if time.monotonic() - last_progress > STALL_S:
+        stall_s = settings.tuning.read_stall_s
+        if time.monotonic() - last_progress > stall_s:
             raise InfrastructureError(f"no records from Kafka at {settings.bootstrap} for "
-                                      f"{STALL_S:.0f}s while {len(todo)} partitions remain")
+                                      f"{stall_s:.0f}s while {len(todo)} partitions remain")
     consumer.unassign()
 
 

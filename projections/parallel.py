@@ -25,7 +25,6 @@ from projections.ingest import BadRecord, Ingest
 from projections.log import Ranges, read_ranges
 from projections.rows import account_table
 
-QUEUE_PER_WORKER = 2  # decoded batches waiting per worker: bounds memory
 POLL_S = 1.0
 
 
@@ -96,7 +95,7 @@ def decode_parallel(settings: Settings, ranges: Ranges, as_of: int | None,
     if not shares:
         return
     ctx = mp.get_context("spawn")  # never fork a process that runs librdkafka threads
-    out: Any = ctx.Queue(maxsize=QUEUE_PER_WORKER * len(shares))
+    out: Any = ctx.Queue(maxsize=settings.tuning.replay_queue_per_worker * len(shares))
     procs = [ctx.Process(target=_work, args=(settings, share, as_of, batch_records, out),
                          name=f"ledger-decode-{i}", daemon=True)
              for i, share in enumerate(shares)]

@@ -35,7 +35,7 @@ from ledger.wire import Codec
 from projections.deadletter import DeadLetterSink
 from projections.identity import claim_journal, journal_of
 from projections.ingest import Ingest
-from projections.log import TIMEOUT_S, check_log_start, watermarks
+from projections.log import check_log_start, watermarks
 from projections.rows import account_table, balance_deltas
 from projections.store import META_AS_OF, Batch, PositionConflict, PositionKey, ProjectionStore
 
@@ -357,4 +357,4 @@ def project(settings: Settings, store: ProjectionStore, *, until_caught_up: bool
                      batch_records=batch_records, batch_ms=batch_ms).run()
 
 
-__all__ = ["TIMEOUT_S", "Projector", "ProjectorStats", "group_id", "project"]
+__all__ = ["Projector", "ProjectorStats", "group_id", "project"]

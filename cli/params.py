@@ -27,12 +27,10 @@ class Amount(click.ParamType[int]):
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
         text = str(value).strip()
         if self.zero_ok and text == "0":
             return 0
-        if not text.isdigit() or int(text) <= 0:
+        if not (text.isascii() and text.isdigit()) or int(text) <= 0:
             self.fail(f"{self.what} must be a positive integer, got {value!r}", param, ctx)
         number = int(text)
         maximum = settings_of(ctx).max_amount if ctx is not None else None

@@ -49,20 +49,16 @@ wait_option = click.option(
     default=False,
     help="Block until the processor's outcome arrives; exit 1 if rejected.",
 )
-timeout_option = click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for the outcome with --wait.",
-)
-query_timeout_option = click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=300.0,
-    show_default=True,
-    help="Seconds the query may run before it is stopped.",
-)
+
+
+def _timeout(default: float, text: str, least: float = 0.1) -> Callable[[F], F]:
+    """A --timeout in seconds: each command waits for something else."""
+    return click.option("--timeout", type=click.FloatRange(min=least), default=default,
+                        show_default=True, help=text)
+
+
+timeout_option = _timeout(30.0, "Seconds to wait for the outcome with --wait.")
+query_timeout_option = _timeout(300.0, "Seconds the query may run before it is stopped.")
 partition_option = click.option(
     "--partition", "partitions", type=click.IntRange(min=0), multiple=True,
     help="Only this partition (repeat for more; default: every partition).",
@@ -176,11 +172,9 @@ as_of_option = click.option(
     "--as-of", "as_of", metavar="TIME",
     help="Only events that occurred at or before TIME (ISO-8601, UTC if no zone; or epoch ms).",
 )
-wait_snapshot_option = click.option(
-    "--timeout", type=click.FloatRange(min=1), default=DEFAULTS.snapshot_wait_s,
-    show_default=True,
-    help="Seconds to wait for a DuckDB store's running projector to take the snapshot.",
-)
+wait_snapshot_option = _timeout(
+    DEFAULTS.snapshot_wait_s,
+    "Seconds to wait for a DuckDB store's running projector to take the snapshot.", least=1)
 
 
 def snapshot_schedule_options(f: Callable[..., Any]) -> Callable[..., Any]:

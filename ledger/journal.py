@@ -58,7 +58,8 @@ def read_messages(settings: Settings, topic: str, follow: bool,
     starts = {p: start for p in chosen}
     if start > 0:  # within the log: past the end librdkafka would restart at the beginning
         for p in chosen:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=settings.tuning.kafka_request_s)
             starts[p] = min(max(start, low), high)
     consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
     pending = set(chosen)

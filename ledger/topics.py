@@ -72,7 +72,7 @@ class TopicState:
 
 def replication_for(admin: AdminClient, settings: Settings) -> tuple[int, int]:
     """(replication factor, min.insync.replicas): 3 and 2 on a cluster, 1 and 1 alone."""
-    brokers = len(admin.list_topics(timeout=10).brokers)
+    brokers = len(admin.list_topics(timeout=settings.tuning.kafka_request_s).brokers)
     rf = settings.replication_factor or (3 if brokers >= 3 else 1)
     return rf, (2 if rf >= 3 else 1)
 
@@ -81,7 +81,7 @@ def create_topics(settings: Settings) -> list[str]:
     """Create every missing topic; returns the names created. Idempotent."""
     admin = check_reachable(settings)
     rf, min_isr = replication_for(admin, settings)
-    existing = set(admin.list_topics(timeout=10).topics)
+    existing = set(admin.list_topics(timeout=settings.tuning.kafka_request_s).topics)
     new = [
         NewTopic(
             settings.topic(t.name),
@@ -143,7 +143,7 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float = 30.
 
 def describe_topics(settings: Settings, admin: AdminClient | None = None) -> list[TopicState]:
     admin = admin or check_reachable(settings)
-    meta = admin.list_topics(timeout=10).topics
+    meta = admin.list_topics(timeout=settings.tuning.kafka_request_s).topics
     names = [settings.topic(t.name) for t in TOPICS if settings.topic(t.name) in meta]
     if not names:
         return []

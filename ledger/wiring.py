@@ -1,10 +1,14 @@
-"""The one place that builds the ledger's pieces from settings (CLI, services, bench, tests)."""
+"""The one place that builds the ledger's pieces from settings (CLI, services, bench, tests).
+
+The processor's and the projector's adapters are picked here: Kafka's, or in-memory ones
+(`memory=`) that tests and demonstrations run the same logic on."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from ledger.client import LedgerClient
 from ledger.credits import CreditSigner
@@ -35,6 +39,13 @@ from ledger.processor.state import ProcessorStats
 from ledger.processor.store import StateStore
 from ledger.settings import ENV_CREDIT_KEY, Settings
 from ledger.wire import Codec
+
+if TYPE_CHECKING:  # the read path's modules load Arrow: only where a projector is built
+    from projections.memory import InMemoryJournal
+    from projections.ports import ProjectorPorts
+    from projections.projector import Projector
+    from projections.snapshot_requests import Snapshotter
+    from projections.store import ProjectionStore
 
 log = logging.getLogger("ledger.processor")
 
@@ -116,6 +127,47 @@ def memory_ports(broker: InMemoryBroker, settings: Settings) -> ProcessorPorts:
         journal=InMemoryJournalLookup(broker, settings, codec()),
         accounts=InMemoryAccountsTable(broker, settings, codec()),
     )
+
+
+def build_projector(
+    settings: Settings,
+    store: ProjectionStore,
+    *,
+    until_caught_up: bool = False,
+    batch_records: int | None = None,
+    batch_ms: int | None = None,
+    snapshots: Snapshotter | None = None,
+    memory: InMemoryJournal | None = None,
+) -> Projector:
+    """A projector into `store`: reading the journal on Kafka (the store's consumer group),
+    or in `memory` (in-memory adapters, for tests). `batch_records`, `batch_ms`: the
+    settings' tuning unless given; `snapshots`: taken between its batches."""
+    from projections.projector import Projector
+
+    ports = kafka_projector_ports(settings, store) if memory is None else \
+        memory_projector_ports(memory, settings)
+    return Projector(settings, store, ports, until_caught_up=until_caught_up,
+                     batch_records=batch_records, batch_ms=batch_ms, codec=codec(),
+                     snapshots=snapshots)
+
+
+def kafka_projector_ports(settings: Settings, store: ProjectionStore) -> ProjectorPorts:
+    """The projector's ports on confluent-kafka clients (made on first use)."""
+    from projections.kafka import KafkaDeadLetterSink, KafkaJournalSource
+    from projections.ports import ProjectorPorts
+    from projections.projector import group_id
+
+    return ProjectorPorts(journal=KafkaJournalSource(settings, group_id(settings, store)),
+                          deadletters=KafkaDeadLetterSink(settings))
+
+
+def memory_projector_ports(journal: InMemoryJournal, settings: Settings) -> ProjectorPorts:
+    """The projector's ports on an in-memory journal."""
+    from projections.memory import InMemoryDeadLetterSink, InMemoryJournalSource
+    from projections.ports import ProjectorPorts
+
+    return ProjectorPorts(journal=InMemoryJournalSource(journal, settings),
+                          deadletters=InMemoryDeadLetterSink(journal, settings))
 
 
 def credit_key_of(settings: Settings) -> str | None:

@@ -1,14 +1,14 @@
-"""<prefix>.deadletter: undecodable records with their origin, and counting them back."""
+"""The dead-letter topic as the projector uses it: origin headers, and counting records back.
+
+The sinks that write it are the adapters KafkaDeadLetterSink (projections.kafka) and
+InMemoryDeadLetterSink (projections.memory); `dead_lettered` is verify's count of them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
-
 from ledger.deadletters import headers_of
-from ledger.errors import InfrastructureError
-from ledger.kafka import make_consumer, make_producer
+from ledger.kafka import make_consumer
 from ledger.settings import Settings
 from projections.ingest import BadRecord
 from projections.log import check_message_error, read_ranges, watermarks
@@ -16,43 +16,10 @@ from projections.log import check_message_error, read_ranges, watermarks
 HEADERS = ("source_topic", "source_partition", "source_offset", "error")
 
 
-class DeadLetterSink:
-    """Produces bad records durably (acks=all) before the batch that skips them commits."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.topic = settings.topic("deadletter")
-        self._producer: Producer | None = None
-        self.sent = 0
-
-    def send(self, bad: Sequence[BadRecord]) -> None:
-        """Produce and flush; raise InfrastructureError unless every record is acknowledged."""
-        if not bad:
-            return
-        if self._producer is None:
-            self._producer = make_producer(self.settings)
-        failures: list[str] = []
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                failures.append(err.str())
-
-        for b in bad:
-            headers: list[tuple[str, str | bytes | None]] = [
-                (HEADERS[0], b.topic), (HEADERS[1], str(b.partition)),
-                (HEADERS[2], str(b.offset)), (HEADERS[3], b.error)]
-            self._producer.produce(self.topic, value=b.value, key=b.key, headers=headers,
-                                   on_delivery=on_delivery)
-        left = self._producer.flush(self.settings.tuning.deadletter_flush_s)
-        if left or failures:
-            raise InfrastructureError(
-                f"cannot dead-letter {len(bad)} records to {self.topic} at "
-                f"{self.settings.bootstrap}: {failures[0] if failures else 'flush timed out'}")
-        self.sent += len(bad)
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(self.settings.tuning.deadletter_flush_s)
+def headers_for(b: BadRecord) -> list[tuple[str, str | bytes | None]]:
+    """The headers naming a bad record's origin and what was wrong with it."""
+    return [(HEADERS[0], b.topic), (HEADERS[1], str(b.partition)),
+            (HEADERS[2], str(b.offset)), (HEADERS[3], b.error)]
 
 
 def dead_lettered(settings: Settings, source_topics: Sequence[str]) -> set[tuple[str, int, int]]:

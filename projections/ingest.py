@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from confluent_kafka import Message
 
 from ledger.errors import CodecError, UnknownFingerprintError
 from ledger.settings import Settings
@@ -28,6 +28,9 @@ from ledger.wire.event import (
 )
 from projections.log import check_message_error
 from projections.rows import audit_table, compiled_audit_table
+
+if TYPE_CHECKING:
+    from projections.ports import ConsumedRecord
 
 log = logging.getLogger("ledger.replay")
 
@@ -99,14 +102,15 @@ class Ingest:
         # record batch is empty. The copy costs ~5 ms per 25k events (test_read_ingest).
         return pa.concat_tables(tables).combine_chunks()
 
-    def add(self, msgs: list[Message]) -> None:
+    def add(self, msgs: Sequence[ConsumedRecord]) -> None:
         """Take consumed messages: events in bulk through a fast reader, the rest one by one."""
         self.records += len(msgs)
         if not self.native:
             self._add_python(msgs)
             return
         cols, failures, later, events, slow, partitions = read_compiled_messages(
-            msgs, self.events_topic, self.decoder.fast_header, self.as_of)
+            msgs if isinstance(msgs, list) else list(msgs), self.events_topic,
+            self.decoder.fast_header, self.as_of)
         self.chunks.append(compiled_audit_table(cols, self.events_topic))
         self.native_events += events
         self.later += later
@@ -116,11 +120,11 @@ class Ingest:
         if slow:
             self._add_python([msgs[i] for i in slow])
 
-    def _add_python(self, msgs: list[Message]) -> None:
+    def _add_python(self, msgs: Sequence[ConsumedRecord]) -> None:
         events_topic = self.events_topic
         fast = self.decoder.fast_header
         values: list[bytes] = []
-        fast_msgs: list[Message] = []
+        fast_msgs: list[ConsumedRecord] = []
         for m in msgs:
             if m.error() is not None and check_message_error(self.settings, m):
                 continue
@@ -136,7 +140,7 @@ class Ingest:
         if values:
             self._add_fast(values, fast_msgs)
 
-    def _add_fast(self, values: list[bytes], msgs: list[Message]) -> None:
+    def _add_fast(self, values: list[bytes], msgs: list[ConsumedRecord]) -> None:
         before = len(self.events)
         partitions = [m.partition() or 0 for m in msgs]
         self.fast_partitions.update(partitions)  # left-out events' too, as the native reader
@@ -146,7 +150,7 @@ class Ingest:
             self._set_aside(msgs[index], exc)
         self.later += len(values) - len(failures) - (len(self.events) - before)
 
-    def _add_event(self, m: Message) -> None:
+    def _add_event(self, m: ConsumedRecord) -> None:
         try:
             e = self.decoder.decode(m.value())
         except UnknownFingerprintError as exc:
@@ -165,7 +169,7 @@ class Ingest:
                   for p in self.fast_partitions.union(self.events.partition)}
         return events | self.other_partitions
 
-    def _add_account(self, m: Message) -> None:
+    def _add_account(self, m: ConsumedRecord) -> None:
         self.other_partitions.add((m.topic() or "", m.partition() or 0))
         value = m.value()
         if value is None:  # a tombstone: accounts are never deleted, nothing to apply
@@ -180,13 +184,13 @@ class Ingest:
         if self.as_of is None or rec["opened_at"] <= self.as_of:
             self.accounts[rec["account"]] = rec
 
-    def _set_aside(self, m: Message, exc: CodecError) -> None:
+    def _set_aside(self, m: ConsumedRecord, exc: CodecError) -> None:
         self.other_partitions.add((m.topic() or "", m.partition() or 0))
         self.bad.append(BadRecord(m.topic() or "", m.partition() or 0, m.offset() or 0,
                                   m.key(), m.value(), str(exc)))
 
 
-def _located(exc: UnknownFingerprintError, m: Message) -> UnknownFingerprintError:
+def _located(exc: UnknownFingerprintError, m: ConsumedRecord) -> UnknownFingerprintError:
     return UnknownFingerprintError(
         f"{m.topic()}[{m.partition()}] offset {m.offset()}: {exc}. The projector stops "
         "here: deploy the schema file, then start it again")

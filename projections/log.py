@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -12,6 +13,9 @@ from ledger.errors import InfrastructureError, StoreError
 from ledger.kafka import unreachable
 from ledger.settings import Settings
 from projections.store import PositionKey
+
+if TYPE_CHECKING:
+    from projections.ports import ConsumedRecord
 
 LOG = logging.getLogger("ledger.projections")
 
@@ -107,7 +111,7 @@ def _reached(consumer: Consumer, todo: Ranges) -> tuple[list[PositionKey], dict[
     return done, over
 
 
-def check_message_error(settings: Settings, m: Message) -> bool:
+def check_message_error(settings: Settings, m: ConsumedRecord) -> bool:
     """True if m is an error event to skip; raises if the error is fatal or loses data."""
     err = m.error()
     if err is None:

@@ -8,11 +8,14 @@
   offsets (none are committed): on assignment each partition resumes at its stored
   next offset.
 - Each batch's rows and positions commit in one store transaction. The position stored
-  is the consumer's position() after the batch (offsets have holes; never last+1).
+  is the source's position after the batch (offsets have holes; never last+1).
 - Positions move only from the value the batch started at (compare-and-set), so a
   projector that lost its partitions (a zombie) or raced a replay's swap cannot write
   a batch twice: its transaction fails with PositionConflict and it re-reads positions.
 - Dead letters are produced and flushed before the batch that skips them commits.
+
+The journal and the dead letters are ports (projections.ports): `ledger.wiring.build_projector`
+makes a projector on Kafka or on the in-memory adapters.
 """
 
 from __future__ import annotations
@@ -25,17 +28,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
-
 from ledger.errors import LedgerError, StoreError, StoreUnavailableError, UsageError
 from ledger.health import LIFECYCLE, Heartbeat, LatencyHistogram
-from ledger.kafka import make_consumer, unreachable
 from ledger.settings import Settings
 from ledger.wire import Codec
-from projections.deadletter import DeadLetterSink
-from projections.identity import claim_journal, journal_of
+from projections.identity import claim_journal
 from projections.ingest import Ingest
-from projections.log import check_log_start, watermarks
+from projections.log import check_log_start
+from projections.ports import ConsumedRecord, ProjectorPorts
 from projections.rows import account_table, balance_deltas
 from projections.store import META_AS_OF, Batch, PositionConflict, PositionKey, ProjectionStore
 
@@ -64,11 +64,12 @@ def group_id(settings: Settings, store: ProjectionStore) -> str:
 class Projector:
     """Runs until stopped, or until caught up with the end offsets taken at start."""
 
-    def __init__(self, settings: Settings, store: ProjectionStore, *,
+    def __init__(self, settings: Settings, store: ProjectionStore, ports: ProjectorPorts, *,
                  batch_records: int | None = None, batch_ms: int | None = None,
                  until_caught_up: bool = False, codec: Codec | None = None,
                  snapshots: Snapshotter | None = None) -> None:
-        """`batch_records` and `batch_ms`: the settings' tuning unless given."""
+        """`batch_records` and `batch_ms`: the settings' tuning unless given. Made by
+        ledger.wiring.build_projector; the projector closes the ports when it stops."""
         if META_AS_OF in store.meta():
             raise UsageError(f"store {store.url} holds a `replay --as-of` snapshot; projecting "
                              "onto it would mix times. Run `ledger replay` without --as-of first")
@@ -80,7 +81,8 @@ class Projector:
         self.until_caught_up = until_caught_up
         self.topics = [settings.topic("accounts"), settings.topic("events")]
         self.ingest = Ingest(settings, codec)
-        self.deadletter = DeadLetterSink(settings)
+        self.source = ports.journal
+        self.deadletters = ports.deadletters
         self.snapshots = snapshots  # periodic and requested snapshots, between batches
         self.stats = ProjectorStats()
         self.expected: dict[PositionKey, int] = {}  # stored next_offset of owned partitions
@@ -95,8 +97,6 @@ class Projector:
         self.metrics_url = "off"
         self._next_upkeep = 0.0
         self._aborting = False
-        self.consumer: Consumer = make_consumer(
-            settings, group_id(settings, store), **{"auto.offset.reset": "error"})
 
     def stop(self) -> None:
         """Ask the loop to finish its batch and return (signal handlers call this)."""
@@ -109,10 +109,9 @@ class Projector:
                        group_id(self.settings, self.store), self.metrics_url)
         self.heartbeat.beat()
         try:
-            claim_journal(self.store, journal_of(self.settings, self.consumer))
+            claim_journal(self.store, self.source.journal())
             if self.until_caught_up:
-                self.ends = {k: hi for k, (_, hi) in
-                             watermarks(self.consumer, self.settings, self.topics).items()}
+                self.ends = {k: hi for k, (_, hi) in self.source.watermarks(self.topics).items()}
             self._start()
             self._loop()
             self._flush()
@@ -141,11 +140,9 @@ class Projector:
         itself every partition and never waits for a dead predecessor's session to expire.
         """
         if self.store.shared:
-            self.consumer.subscribe(self.topics, on_assign=self._on_assign,
-                                    on_revoke=self._on_revoke, on_lost=self._on_lost)
+            self.source.subscribe(self.topics, self._on_assign, self._on_revoke, self._on_lost)
             return
-        keys = watermarks(self.consumer, self.settings, self.topics)
-        self._on_assign(self.consumer, [TopicPartition(t, p) for t, p in keys])
+        self._on_assign(list(self.source.watermarks(self.topics)))
         if self._fatal is not None:
             raise self._fatal
 
@@ -170,11 +167,8 @@ class Projector:
             if self.until_caught_up and not len(self.ingest) and self._caught_up():
                 return
 
-    def _consume(self, n: int, timeout: float) -> list[Message]:
-        try:
-            msgs = self.consumer.consume(n, timeout)
-        except KafkaException as e:
-            raise unreachable(self.settings, e) from e
+    def _consume(self, n: int, timeout: float) -> list[ConsumedRecord]:
+        msgs = self.source.consume(n, timeout)
         if self._fatal is not None:
             raise self._fatal
         return msgs
@@ -198,7 +192,7 @@ class Projector:
             deltas=balance_deltas(audit) if audit.num_rows else None,
             accounts=account_table(ing.accounts.values()) if ing.accounts else None,
             positions={k: (self.expected[k], new) for k, new in moved.items()})
-        self.deadletter.send(ing.bad)
+        self.deadletters.send(ing.bad)
         try:
             self._apply(batch)
         except PositionConflict as e:
@@ -216,14 +210,10 @@ class Projector:
         self._measure_lag()
 
     def _measure_lag(self) -> None:
-        """On the projector's own thread (metrics scrapes must not touch the consumer)."""
-        lag = {}
-        for (topic, part), pos in self.expected.items():
-            _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, part),
-                                                             cached=True)
-            if high >= 0:
-                lag[(topic, part)] = max(0, high - pos)
-        self.stats.lag = lag
+        """On the projector's own thread (metrics scrapes must not touch the source)."""
+        ends = self.source.cached_ends(self.expected)
+        self.stats.lag = {k: max(0, ends[k] - pos) for k, pos in self.expected.items()
+                          if k in ends}
 
     def _upkeep(self) -> None:
         """Every few seconds: lag for the metrics and, when no batch is pending (a batch
@@ -280,67 +270,58 @@ class Projector:
                  events, bad)
 
     def _moved_positions(self) -> dict[PositionKey, int]:
-        tps = [TopicPartition(t, p) for t, p in self.expected]
-        return {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(tps)
-                if tp.offset >= 0 and tp.offset != self.expected[(tp.topic, tp.partition)]}
+        return {k: pos for k, pos in self.source.positions(self.expected).items()
+                if pos != self.expected[k]}
 
     def _resync(self) -> None:
         stored = self.store.claim_positions(self.expected)
-        for key, offset in stored.items():
-            self.consumer.seek(TopicPartition(key[0], key[1], offset))
+        self.source.seek(stored)
         self.expected.update(stored)
 
     def _caught_up(self) -> bool:
         if not self.expected:
             return False
-        tps = [TopicPartition(t, p) for t, p in self.expected]
-        for tp in self.consumer.position(tps):
-            key = (tp.topic, tp.partition)
-            pos = tp.offset if tp.offset >= 0 else self.expected[key]
-            if pos < self.ends.get(key, 0):
-                return False
-        return True
+        known = self.source.positions(self.expected)
+        return all(known.get(k, pos) >= self.ends.get(k, 0) for k, pos in self.expected.items())
 
     # -- rebalancing: callbacks run inside consume() ----------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, keys: list[PositionKey]) -> None:
         try:
-            keys = [(tp.topic, tp.partition) for tp in partitions]
             stored = self.store.claim_positions(keys)
-            lows = watermarks(consumer, self.settings, {t for t, _ in keys})
+            lows = self.source.watermarks({t for t, _ in keys})
             for key in keys:
                 check_log_start(key, stored[key], lows[key][0])
         except LedgerError as e:
             self._fatal = e
-            consumer.assign([])
+            self.source.assign({})
             return
-        consumer.assign([TopicPartition(t, p, stored[(t, p)]) for t, p in keys])
+        self.source.assign({k: stored[k] for k in keys})
         self.expected = {**self.expected, **{k: stored[k] for k in keys}}
         self.assigned = True
         LIFECYCLE.info("projector assigned %s", _describe(keys))
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, keys: list[PositionKey]) -> None:
         if self._fatal is None and not self._aborting:
             try:
                 self._flush()
             except LedgerError as e:
                 self._fatal = e
-        self._forget(partitions)
-        LOG.info("revoked %s", _describe([(tp.topic, tp.partition) for tp in partitions]))
+        self._forget(keys)
+        LOG.info("revoked %s", _describe(keys))
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_lost(self, keys: list[PositionKey]) -> None:
         self.ingest.reset()  # another projector owns them now: never write their rows
-        self._forget(partitions)
-        LOG.warning("lost %s", _describe([(tp.topic, tp.partition) for tp in partitions]))
+        self._forget(keys)
+        LOG.warning("lost %s", _describe(keys))
 
-    def _forget(self, partitions: list[TopicPartition]) -> None:
+    def _forget(self, keys: list[PositionKey]) -> None:
         self.assigned = False
-        for tp in partitions:
-            self.expected.pop((tp.topic, tp.partition), None)
+        for key in keys:
+            self.expected.pop(key, None)
 
     def _close(self) -> None:
-        with contextlib.suppress(KafkaException, RuntimeError):
-            self.consumer.close()
-        self.deadletter.close()
+        self.source.close()
+        self.deadletters.close()
 
 
 def _describe(keys: list[PositionKey]) -> str:
@@ -350,11 +331,4 @@ def _describe(keys: list[PositionKey]) -> str:
     return " ".join(f"{t}{ps}" for t, ps in by_topic.items()) or "nothing"
 
 
-def project(settings: Settings, store: ProjectionStore, *, until_caught_up: bool = False,
-            batch_records: int | None = None, batch_ms: int | None = None) -> ProjectorStats:
-    """Run a projector into store (see Projector)."""
-    return Projector(settings, store, until_caught_up=until_caught_up,
-                     batch_records=batch_records, batch_ms=batch_ms).run()
-
-
-__all__ = ["Projector", "ProjectorStats", "group_id", "project"]
+__all__ = ["Projector", "ProjectorStats", "group_id"]

@@ -12,6 +12,7 @@ from ledger.health import Endpoint
 from ledger.kafka import check_reachable
 from ledger.settings import Settings
 from ledger.topics import guard_topics
+from ledger.wiring import build_projector
 from projections.factory import open_duckdb, open_store, store_kind
 from projections.identity import check_journal, journal_of
 from projections.projector import Projector, ProjectorStats
@@ -37,9 +38,9 @@ def projector_for(settings: Settings, store: ProjectionStore, journal: JournalId
     it: on a schedule (seconds, file), and for `ledger snapshot` of a DuckDB store."""
     if reset:
         store.reset_projection(journal)
-    return Projector(settings, store, until_caught_up=until_caught_up,
-                     batch_records=batch_records, batch_ms=batch_ms,
-                     snapshots=_snapshotter(settings, store, snapshot_schedule))
+    return build_projector(settings, store, until_caught_up=until_caught_up,
+                           batch_records=batch_records, batch_ms=batch_ms,
+                           snapshots=_snapshotter(settings, store, snapshot_schedule))
 
 
 def run_projector(projector: Projector, endpoint: Endpoint | None) -> ProjectorStats:

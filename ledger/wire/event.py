@@ -16,7 +16,7 @@ of the cost: the processor writes one per accepted command.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ledger.domain import JournalEntry
 from ledger.errors import CodecError, MalformedRecordError, TruncatedRecordError
@@ -33,9 +33,6 @@ from ledger.wire.avro import (
 )
 from ledger.wire.catalogue import HEADER_LEN, pin
 from ledger.wire.codec import Codec
-
-if TYPE_CHECKING:
-    from confluent_kafka import Message
 
 try:
     from ledger.wire import _eventreader  # type: ignore[attr-defined]
@@ -277,13 +274,14 @@ def read_compiled(values: list[bytes], partitions: list[int], offsets: list[int]
     return cols, _failures(raw_failures), later, events
 
 
-def read_compiled_messages(msgs: list[Message], topic: str, header: bytes,
+def read_compiled_messages(msgs: list[Any], topic: str, header: bytes,
                            as_of: int | None = None,
                            ) -> tuple[Buffers, list[Failure], int, int, list[int], set[int]]:
-    """Consumed messages: the records of topic that start with header read as in
-    `read_compiled`. Returns (buffers, failures, later, events, slow, partitions): slow
-    holds the indices of the messages left to the caller (errors, other topics, other
-    schemas), partitions those of the records read here."""
+    """Consumed messages (confluent-kafka's Message, or any object with its accessors
+    error, topic, value, partition and offset): the records of topic that start with
+    header read as in `read_compiled`. Returns (buffers, failures, later, events, slow,
+    partitions): slow holds the indices of the messages left to the caller (errors, other
+    topics, other schemas), partitions those of the records read here."""
     if _eventreader is None:
         raise RuntimeError("ledger.wire._eventreader was not built")
     cols, raw_failures, later, events, (slow, partitions) = _eventreader.read_messages(

@@ -15,8 +15,8 @@ import pytest
 
 from cli.main import main
 from ledger.settings import Settings
-from projections.deadletter import DeadLetterSink
 from projections.ingest import BadRecord
+from projections.kafka import KafkaDeadLetterSink
 from tests.integration.journal_factory import Journal, ledger_argv, write_journal
 
 pytestmark = pytest.mark.integration
@@ -139,7 +139,7 @@ def test_deadletters_lists_each_record_with_its_origin(
     settings, _ = journal
     code, out, _ = ledger("deadletters")
     assert code == 0 and out == ""
-    sink = DeadLetterSink(settings)
+    sink = KafkaDeadLetterSink(settings)
     events = settings.topic("events")
     sink.send([BadRecord(events, 1, 17, b"user:x", b"\x00garbage", "MalformedRecordError: no"),
                BadRecord(events, 0, 3, None, None, "TruncatedRecordError: short\nsecond line")])

@@ -15,10 +15,10 @@ from confluent_kafka import TopicPartition
 from ledger.kafka import make_consumer
 from ledger.settings import Settings
 from ledger.wire import Codec
+from ledger.wiring import build_projector
 from projections.checksum import balance_checksum
 from projections.factory import open_store
 from projections.log import watermarks
-from projections.projector import Projector
 from projections.sql_store import SqlProjectionStore
 from projections.verify import verify
 from tests.integration.journal_factory import (
@@ -40,7 +40,7 @@ MakeSettings = Callable[..., Settings]
 
 def project(settings: Settings, url: str, batch_records: int = 50_000) -> None:
     with open_store(url) as store:
-        Projector(settings, store, until_caught_up=True, batch_records=batch_records).run()
+        build_projector(settings, store, until_caught_up=True, batch_records=batch_records).run()
 
 
 def assert_exact(store: SqlProjectionStore, journal: Journal, settings: Settings) -> None:
@@ -157,7 +157,7 @@ def test_poison_records_go_to_the_dead_letter_topic(make_settings: MakeSettings,
         w.transaction(w.balance_records(full.balances()))
     url = f"duckdb:///{tmp_path / 'd.duckdb'}"
     with open_store(url) as store:
-        stats = Projector(settings, store, until_caught_up=True).run()
+        stats = build_projector(settings, store, until_caught_up=True).run()
         assert stats.dead_letters == 3
         assert isinstance(store, SqlProjectionStore)
         assert_exact(store, full, settings)

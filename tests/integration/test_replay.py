@@ -15,9 +15,9 @@ import pytest
 from ledger.errors import StoreError, UnknownFingerprintError
 from ledger.settings import Settings
 from ledger.wire import Codec
+from ledger.wiring import build_projector
 from projections.checksum import balance_checksum
 from projections.factory import open_store
-from projections.projector import Projector
 from projections.replay import Replay
 from projections.sql_store import SqlProjectionStore
 from projections.times import iso_ms
@@ -55,7 +55,7 @@ def test_replay_rebuilds_exactly_and_the_projector_continues(
     journal = write_journal(settings, 2_500, txn_size=300)
     with open_store(store_url) as store:
         assert isinstance(store, SqlProjectionStore)
-        Projector(settings, store, until_caught_up=True).run()
+        build_projector(settings, store, until_caught_up=True).run()
         store.sql("UPDATE balances SET balance = balance + 1")  # damage to be repaired
         result = Replay(settings, store, batch_records=700).run()
         balances, rows = store_state(store)
@@ -65,7 +65,7 @@ def test_replay_rebuilds_exactly_and_the_projector_continues(
         assert result.events == len(journal.events) and result.later == 0
         assert store.positions() == result.ends
         full = extend(settings, journal, 600, seed=4)
-        Projector(settings, store, until_caught_up=True).run()
+        build_projector(settings, store, until_caught_up=True).run()
         balances, rows = store_state(store)
         assert balances == full.balances() and max(rows.values()) == 1
         assert audit_keys(rows) == expected_audit(full, settings.topic("events"))
@@ -80,7 +80,7 @@ def test_readers_see_the_old_or_the_new_state_never_a_mix(
     stop = threading.Event()
     with open_store(store_url) as store:
         assert isinstance(store, SqlProjectionStore)
-        Projector(settings, store, until_caught_up=True).run()
+        build_projector(settings, store, until_caught_up=True).run()
         old = snapshot(store)
         full = extend(settings, journal, 3_000, seed=21, users=90)  # new accounts too
 
@@ -167,7 +167,7 @@ def test_a_failed_replay_leaves_the_live_tables(make_settings: MakeSettings, sto
     journal = write_journal(settings, 500, seed=61)
     with open_store(store_url) as store:
         assert isinstance(store, SqlProjectionStore)
-        Projector(settings, store, until_caught_up=True).run()
+        build_projector(settings, store, until_caught_up=True).run()
         before = store_state(store)
         alien = bytearray(codec.encode("event", journal.events[0]))
         alien[2:10] = bytes(8)

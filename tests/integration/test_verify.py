@@ -14,10 +14,10 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from ledger.settings import Settings
 from ledger.wire import Codec
+from ledger.wiring import build_projector
 from projections.checksum import balance_checksum
 from projections.factory import open_store
 from projections.ingest import Ingest
-from projections.projector import Projector
 from projections.sql_store import SqlProjectionStore
 from projections.verify import VerifyReport, verify
 from tests.integration.journal_factory import (
@@ -38,7 +38,7 @@ MakeSettings = Callable[..., Settings]
 
 def projected(settings: Settings, url: str) -> None:
     with open_store(url) as store:
-        Projector(settings, store, until_caught_up=True).run()
+        build_projector(settings, store, until_caught_up=True).run()
 
 
 def checks(report: VerifyReport) -> set[str]:

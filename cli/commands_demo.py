@@ -28,8 +28,6 @@ from ledger.settings import DEFAULT_BOOTSTRAP, ENV_CREDIT_KEY, Settings
 from ledger.topics import create_topics
 from ledger.wiring import build_client
 
-SNAPSHOT_WAIT_S = 120.0  # how long the demo waits for its projector to catch up
-
 
 @click.command("demo")
 @click.option(
@@ -114,12 +112,12 @@ def _take_snapshot(settings: Settings, snapshot: Path, events: int) -> None:
     """`ledger snapshot` of the live store (the projector takes it), again until it holds
     every event the app wrote (the projector may be a moment behind); each one after the
     first copies only the rows added since."""
-    deadline = time.monotonic() + SNAPSHOT_WAIT_S
+    deadline = time.monotonic() + settings.tuning.demo_catch_up_s
     while True:
         _ledger(settings, ["snapshot", "--out", str(snapshot)], capture=True)
         if _events_in(snapshot) >= events or time.monotonic() > deadline:
             return
-        time.sleep(0.5)
+        time.sleep(settings.tuning.demo_retry_s)
 
 
 def _events_in(path: Path) -> int:

@@ -17,8 +17,9 @@ from cli.options import (
     summary_json_option,
 )
 from cli.process import bulk_read_settings
-from cli.render import PROGRESS_EVERY_S, progress_for
+from cli.render import progress_for
 from ledger.errors import ExitCode
+from ledger.settings import Tuning
 from projections.query import run_query
 from projections.tasks import balance_of, history_of, reach_journal, replay_into, verify_store
 from projections.times import parse_as_of
@@ -30,7 +31,7 @@ from projections.times import parse_as_of
               help="Write a standalone DuckDB file instead; --store is left untouched.")
 @click.option("--progress/--no-progress", default=None,
               help="Show progress on stderr: a bar on a terminal, else a log line every "
-                   f"{PROGRESS_EVERY_S:g}s (default: the bar on a terminal, else the log "
+                   f"{Tuning.progress_every_s:g}s (default: the bar on a terminal, else the log "
                    "lines at INFO).")
 @reset_option
 @summary_json_option
@@ -46,7 +47,8 @@ def replay(ctx: click.Context, as_of: str | None, out: str | None,
     started = time.monotonic()
     with bulk_read_settings():
         result, url = replay_into(settings, out, as_of_ms=as_of_ms, reset=reset,
-                                  progress=progress_for("replay", progress))
+                                  progress=progress_for("replay", progress,
+                                                        settings.tuning.progress_every_s))
     render.replayed(result, as_of_ms, time.monotonic() - started, url, as_json)
 
 

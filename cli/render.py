@@ -1,5 +1,6 @@
-"""Output for people and scripts: each command's results as text or JSON lines, tables,
-CSV, timestamps and progress.
+"""Output for people and scripts: each command's results as text or JSON, and progress.
+
+Tables, CSV, timestamps and progress lines are made here too.
 
 Every timestamp in JSON output is ISO-8601 UTC with milliseconds
 ("2026-12-05T12:00:00.123Z"); a value that is epoch milliseconds keeps that form in
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ledger.settings import Tuning
 from projections.times import iso_ms
 
 if TYPE_CHECKING:  # the results rendered; their modules load with the commands that use them
@@ -33,7 +35,6 @@ if TYPE_CHECKING:  # the results rendered; their modules load with the commands 
     from projections.store import AuditRow
     from projections.verify import VerifyReport
 
-PROGRESS_EVERY_S = 5.0  # a progress log line this often when stderr is not a terminal
 PROGRESS_LOG = logging.getLogger("ledger.progress")
 CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {9: "\\t", 10: "\\n", 13: "\\r"}
 
@@ -99,13 +100,14 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value).translate(CONTROL)
 
 
-def progress(label: str, terminal: bool) -> Callable[[int, int], None]:
+def progress(label: str, terminal: bool,
+             every_s: float = Tuning.progress_every_s) -> Callable[[int, int], None]:
     """A progress callback: on a terminal one self-overwriting line, 4 times a second;
-    elsewhere (a pipe, a container's log) a log line at first, every PROGRESS_EVERY_S, and
-    at the end."""
+    elsewhere (a pipe, a container's log) a log line at first, every `every_s`, and at
+    the end."""
     started = time.monotonic()
     last = [float("-inf")]  # the first call shows: early proof of life
-    every = 0.25 if terminal else PROGRESS_EVERY_S
+    every = 0.25 if terminal else every_s
 
     def show(done: int, total: int) -> None:
         now = time.monotonic()
@@ -128,7 +130,8 @@ def progress(label: str, terminal: bool) -> Callable[[int, int], None]:
     return show
 
 
-def progress_for(label: str, wanted: bool | None) -> Callable[[int, int], None] | None:
+def progress_for(label: str, wanted: bool | None,
+                 every_s: float = Tuning.progress_every_s) -> Callable[[int, int], None] | None:
     """The progress callback --progress/--no-progress asks for. By default: the bar on a
     terminal, log lines at INFO elsewhere (shown at -v or LEDGER_LOG_LEVEL=INFO);
     --progress shows the log lines whatever the level."""
@@ -137,7 +140,7 @@ def progress_for(label: str, wanted: bool | None) -> Callable[[int, int], None] 
     terminal = sys.stderr.isatty()
     if wanted and not terminal:
         PROGRESS_LOG.setLevel(logging.INFO)
-    return progress(label, terminal)
+    return progress(label, terminal, every_s)
 
 
 def _clock(seconds: float) -> str:

@@ -13,10 +13,8 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-# A loop that has not gone round for this long is stuck. Longer than the longest wait one
-# iteration may legitimately take: a new owner's restore waits up to 90 s for stable
-# offsets and 90 s for an open changelog transaction, a transaction times out after 60 s.
-STALL_AFTER_S = 300.0
+from ledger.settings import Tuning
+
 DEFAULT_READY_MAX_LAG = 10_000
 DEFAULT_METRICS_HOST = "127.0.0.1"
 # Upper bounds of the batch-latency buckets, in seconds (+Inf is implied).
@@ -38,8 +36,11 @@ class Endpoint:
 class Heartbeat:
     """When the service's loop last went round; `alive()` answers /healthz."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 stall_after_s: float = Tuning.stall_after_s) -> None:
+        """`stall_after_s`: a loop that has not gone round for this long is stuck."""
         self._clock = clock
+        self.stall_after_s = stall_after_s
         self.last: float | None = None  # None: the loop is not running
 
     def beat(self) -> None:
@@ -53,7 +54,7 @@ class Heartbeat:
         if last is None:
             return False, "loop not running"
         age = self._clock() - last
-        if age > STALL_AFTER_S:
+        if age > self.stall_after_s:
             return False, f"loop stuck for {age:.0f}s"
         return True, ""
 

@@ -1,5 +1,7 @@
-"""Settings: one frozen object, with its tunables (Tuning); every environment variable is
-named here."""
+"""Settings: one frozen object with its tunables (Tuning), and every environment variable.
+
+Code that has the settings reads its sizes, intervals and timeouts from settings.tuning;
+pure helpers take them as arguments whose defaults are the Tuning's."""
 
 from __future__ import annotations
 
@@ -68,13 +70,24 @@ class Tuning:
     snapshot_poll_s: float = 0.5  # how often a projector looks for requests, a command for answers
     snapshot_claim_s: float = 15.0  # how long a command waits for a projector to claim its request
     snapshot_wait_s: float = 1800.0  # how long a command waits for its snapshot by default
+    snapshot_batch_rows: int = 100_000  # rows per Arrow batch read of a DuckDB store
     # Reading the topics to their ends (projector, replay, verify).
     kafka_request_s: float = 10.0  # a metadata or watermark request's timeout
     read_consume_max: int = 10_000  # records asked of one consume call of a bounded read
     read_stall_s: float = 60.0  # no records for this long while some are known to exist: fail
+    read_poll_s: float = 0.2  # a bounded read's wait in one consume call
+    decode_poll_s: float = 1.0  # replay's wait for a decoded batch before it checks its decoders
     deadletter_flush_s: float = 30.0  # how long a projector waits for its dead letters' acks
-    # Health: the broker probe of the metrics server.
+    # Health: the broker probe of the metrics server; a loop taken for stuck (/healthz): longer
+    # than the longest wait one iteration may legitimately take (a new owner's restore waits
+    # up to 90 s for stable offsets and 90 s for an open changelog transaction, a
+    # transaction times out after 60 s).
     broker_probe_every_s: float = 5.0
+    stall_after_s: float = 300.0
+    # The commands' own waits.
+    progress_every_s: float = 5.0  # a progress log line this often when stderr is no terminal
+    demo_catch_up_s: float = 120.0  # how long `ledger demo` waits for its projector's snapshot
+    demo_retry_s: float = 0.5  # between its snapshots meanwhile
 
 
 @dataclass(frozen=True)

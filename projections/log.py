@@ -77,7 +77,7 @@ def read_ranges(consumer: Consumer, settings: Settings, ranges: Ranges) -> Itera
     consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _) in todo.items()])
     last_progress = time.monotonic()
     while todo:
-        msgs = consumer.consume(settings.tuning.read_consume_max, 0.2)
+        msgs = consumer.consume(settings.tuning.read_consume_max, settings.tuning.read_poll_s)
         if msgs:
             last_progress = time.monotonic()
         done, over = _reached(consumer, todo)

@@ -25,8 +25,6 @@ from projections.ingest import BadRecord, Ingest
 from projections.log import Ranges, read_ranges
 from projections.rows import account_table
 
-POLL_S = 1.0
-
 
 @dataclass
 class Decoded:
@@ -102,7 +100,7 @@ def decode_parallel(settings: Settings, ranges: Ranges, as_of: int | None,
     for p in procs:
         p.start()
     try:
-        yield from _collect(out, procs)
+        yield from _collect(out, procs, settings.tuning.decode_poll_s)
     finally:
         for p in procs:
             if p.is_alive():
@@ -112,11 +110,11 @@ def decode_parallel(settings: Settings, ranges: Ranges, as_of: int | None,
         out.join_thread()
 
 
-def _collect(out: Any, procs: Sequence[BaseProcess]) -> Iterator[Decoded]:
+def _collect(out: Any, procs: Sequence[BaseProcess], poll_s: float) -> Iterator[Decoded]:
     running = len(procs)
     while running:
         try:
-            kind, payload = out.get(timeout=POLL_S)
+            kind, payload = out.get(timeout=poll_s)
         except queue_mod.Empty:
             dead = [p for p in procs if p.exitcode not in (None, 0)]
             if dead:

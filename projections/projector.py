@@ -90,7 +90,7 @@ class Projector:
         self._fatal: LedgerError | None = None
         self._stopping = False
         # For the metrics server: loop liveness, batch latencies, readiness.
-        self.heartbeat = Heartbeat()
+        self.heartbeat = Heartbeat(stall_after_s=self.tuning.stall_after_s)
         self.batch_latency = LatencyHistogram()
         self.assigned = False  # an assignment (maybe empty) taken and not revoked since
         self.store_problem = ""  # why the store failed its last batch or ping; '' if it did not

@@ -206,12 +206,14 @@ def projector_snapshotter(store_url: str, store: object, *, out: Path | None,
             return copy_if_full(to, full, store.store_id(), store.positions(),
                                 lambda o: copy_live(store.connection, store.path, o))
 
-        return Snapshotter(lambda: DuckDBReader.of_projector(store), out=out, every_s=every_s,
+        return Snapshotter(lambda: DuckDBReader.of_projector(store, tuning.snapshot_batch_rows),
+                           out=out, every_s=every_s,
                            requests=requests_dir(store.path), copier=copier,
                            source_url=store.url, tuning=tuning)
     if out is None:
         return None
-    return Snapshotter(lambda: open_reader(store_url), out=out, every_s=every_s, tuning=tuning)
+    return Snapshotter(lambda: open_reader(store_url, tuning.snapshot_batch_rows), out=out,
+                       every_s=every_s, tuning=tuning)
 
 
 # -- the command's side ---------------------------------------------------------------------
@@ -227,7 +229,7 @@ def take_snapshot(url: str, out: Path, *, full: bool = False, timeout_s: float |
         store_path = duckdb_path(url)
     out = check_out(out, store_path)
     try:
-        reader = open_reader(url)
+        reader = open_reader(url, tuning.snapshot_batch_rows)
     except StoreLocked:
         assert store_path is not None
         got = ask_projector(store_path, out, full,
@@ -264,7 +266,7 @@ def ask_projector(store_path: str, out: Path, full: bool, timeout_s: float,
                                  f"snapshot: {raw.get('error')}")
             return SnapshotResult.from_json(raw["result"])
         waited = time.monotonic() - started
-        reader = _readable(store_path)
+        reader = _readable(store_path, tuning)
         if request.exists():
             if reader is not None or waited > claim_s:
                 with suppress(FileNotFoundError):
@@ -288,9 +290,10 @@ def ask_projector(store_path: str, out: Path, full: bool, timeout_s: float,
         time.sleep(tuning.snapshot_poll_s)
 
 
-def _readable(store_path: str) -> StoreReader | None:
+def _readable(store_path: str, tuning: Tuning) -> StoreReader | None:
     try:
-        return DuckDBReader.of_file(store_path, f"duckdb:///{store_path}")
+        return DuckDBReader.of_file(store_path, f"duckdb:///{store_path}",
+                                    tuning.snapshot_batch_rows)
     except StoreLocked:
         return None
 
@@ -301,7 +304,7 @@ def consistent_reader(url: str, scratch: Path, timeout_s: float | None = None,
     """A reader of the store at url; of a fresh snapshot in scratch (removed after) when a
     running projector holds the DuckDB file."""
     try:
-        reader = open_reader(url)
+        reader = open_reader(url, tuning.snapshot_batch_rows)
     except StoreLocked:
         from projections.duckdb_store import duckdb_path
 
@@ -312,7 +315,8 @@ def consistent_reader(url: str, scratch: Path, timeout_s: float | None = None,
                                 tuning.snapshot_wait_s if timeout_s is None else timeout_s,
                                 tuning)
             if isinstance(got, SnapshotResult):
-                got = DuckDBReader.of_file(str(temp), f"duckdb:///{temp}")
+                got = DuckDBReader.of_file(str(temp), f"duckdb:///{temp}",
+                                           tuning.snapshot_batch_rows)
             with got:
                 yield got
         finally:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ledger.errors import StoreError
+from ledger.settings import Tuning
 from projections.factory import store_kind
 from projections.store import (
     ACCOUNT_SCHEMA,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     import duckdb
     import psycopg
 
-BATCH_ROWS = 100_000
 TABLE_SCHEMAS = {"accounts": ACCOUNT_SCHEMA, "balances": BALANCE_SCHEMA,
                  "audit_log": AUDIT_SCHEMA, "projection_positions": POSITION_SCHEMA}
 META_SCHEMA = pa.schema([("key", pa.string()), ("value", pa.string())])
@@ -111,22 +111,26 @@ class DuckDBReader(StoreReader):
 
     prunes_by_offset = True
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, url: str, owned: bool) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, url: str, owned: bool,
+                 batch_rows: int = Tuning.snapshot_batch_rows) -> None:
         self.url = url
         self._con = con
         self._owned = owned  # a file this reader opened (closed with it)
+        self.batch_rows = batch_rows  # rows per Arrow batch read
         self.started_ms = int(time.time() * 1000)
         con.execute("BEGIN TRANSACTION")
         # DuckDB starts a transaction's view at its first read: take it now.
         con.execute("SELECT count(*) FROM projection_positions").fetchall()
 
     @classmethod
-    def of_projector(cls, store: Any) -> DuckDBReader:
+    def of_projector(cls, store: Any,
+                     batch_rows: int = Tuning.snapshot_batch_rows) -> DuckDBReader:
         """A reader beside the live projector's connection (same database instance)."""
-        return cls(store.connection.cursor(), store.url, owned=False)
+        return cls(store.connection.cursor(), store.url, owned=False, batch_rows=batch_rows)
 
     @classmethod
-    def of_file(cls, path: str, url: str) -> DuckDBReader:
+    def of_file(cls, path: str, url: str,
+                batch_rows: int = Tuning.snapshot_batch_rows) -> DuckDBReader:
         """The file opened read-only; StoreLocked while another process writes it."""
         import duckdb
 
@@ -143,7 +147,7 @@ class DuckDBReader(StoreReader):
         except duckdb.Error as e:
             raise StoreError(f"cannot open DuckDB store {path}: {_first_line(e)}") from e
         try:
-            return cls(con, url, owned=True)
+            return cls(con, url, owned=True, batch_rows=batch_rows)
         except duckdb.Error as e:
             con.close()
             raise StoreError(f"DuckDB store {path} is not a ledger store: {_first_line(e)}") \
@@ -153,7 +157,7 @@ class DuckDBReader(StoreReader):
         import duckdb
 
         try:
-            return _cast(self._con.sql(sql).to_arrow_reader(BATCH_ROWS), schema)
+            return _cast(self._con.sql(sql).to_arrow_reader(self.batch_rows), schema)
         except duckdb.Error as e:
             raise StoreError(f"reading DuckDB store {self.url}: {_first_line(e)}") from e
 
@@ -244,15 +248,16 @@ class PostgresReader(StoreReader):
         self._store.close()
 
 
-def open_reader(url: str) -> StoreReader:
-    """A reader of the store at url; StoreLocked for a DuckDB file another process writes."""
+def open_reader(url: str, batch_rows: int = Tuning.snapshot_batch_rows) -> StoreReader:
+    """A reader of the store at url; StoreLocked for a DuckDB file another process writes.
+    `batch_rows`: rows per Arrow batch read of a DuckDB store."""
     if store_kind(url) == "postgres":
         return PostgresReader(url.replace("postgres://", "postgresql+psycopg://", 1)
                               if url.startswith("postgres://") else url)
     from projections.duckdb_store import duckdb_path
 
     path = duckdb_path(url)
-    return DuckDBReader.of_file(path, url)
+    return DuckDBReader.of_file(path, url, batch_rows)
 
 
 def _first_line(e: BaseException) -> str:

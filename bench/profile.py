@@ -1,8 +1,8 @@
 """`python -m bench.profile`: cProfile of `ledger replay` over a generated journal.
 
 The replay may decode in worker processes and write on a thread, neither of which
-cProfile sees; by default both are folded into the main thread (the replay module's
-default_workers -> 0 and its ThreadPoolExecutor -> an inline one), so the profile
+cProfile sees; by default both are folded into the main thread (the settings'
+Tuning.replay_max_workers 0 and replay_writer_thread off), so the profile
 attributes every event's CPU time: read, decode, Arrow, balances, store. Stages then
 run one after another: the profiled wall time is the sum of the stages' CPU.
 Writes replay.prof (for pstats/snakeviz) and replay-profile.txt to --out.
@@ -18,10 +18,8 @@ import pstats
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from bench import journal
 from bench.stack import target
@@ -54,50 +52,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class InlineExecutor:
-    """A ThreadPoolExecutor stand-in that runs each task at once, on the caller's thread."""
-
-    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
-        pass
-
-    def __enter__(self) -> InlineExecutor:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        return None
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as e:
-            future.set_exception(e)
-        return future
-
-    def shutdown(self, wait: bool = True) -> None:
-        return None
-
-
 def profile_replay(settings: Settings, store: str, inline: bool) -> cProfile.Profile:
-    import projections.replay as replay_module
-    from cli.main import main as ledger_main
+    """cProfile of the task behind `ledger replay`, with the entry point's process switches.
+    `inline`: Tuning.replay_max_workers 0 and replay_writer_thread off, so that every stage
+    runs on this thread, where cProfile sees it."""
+    from cli.process import bulk_read_settings
+    from projections.tasks import reach_journal, replay_into
 
     if inline:
-        if hasattr(replay_module, "default_workers"):
-            setattr(replay_module, "default_workers", lambda: 0)  # noqa: B010
-        if hasattr(replay_module, "ThreadPoolExecutor"):
-            setattr(replay_module, "ThreadPoolExecutor", InlineExecutor)  # noqa: B010
-    argv = ["--bootstrap", settings.bootstrap, "--topic-prefix", settings.topic_prefix,
-            "--store", store, "replay", "--no-progress"]
+        settings = settings.with_(tuning=replace(settings.tuning, replay_max_workers=0,
+                                                 replay_writer_thread=False))
+    settings = settings.with_(store=store)
+    reach_journal(settings)
     prof = cProfile.Profile()
-    prof.enable()
-    try:
-        ledger_main(argv)
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise
-    finally:
-        prof.disable()
+    with bulk_read_settings():
+        prof.enable()
+        try:
+            replay_into(settings, None, as_of_ms=None, progress=None, reset=False)
+        finally:
+            prof.disable()
     return prof
 
 

@@ -63,7 +63,9 @@ class Tuning:
     # Replay: decoded batches and the processes decoding them.
     replay_batch_records: int = 25_000  # records per decoded batch
     replay_in_flight: int = 2  # decoded batches waiting for the writer: bounds memory
-    replay_max_workers: int = 8  # decoder processes at most
+    replay_max_workers: int = 8  # decoder processes at most (0: decode in the replay's process)
+    replay_writer_thread: bool = True  # write on a thread beside decoding (False: one after
+    # the other on one thread, as `python -m bench.profile` runs it for cProfile)
     replay_queue_per_worker: int = 2  # decoded batches waiting per decoder process
     verify_max_workers: int = 4  # processes of verify's second, independent reading
     # Snapshots a projector takes when `ledger snapshot` or `ledger export` asks.

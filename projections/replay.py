@@ -15,9 +15,10 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from confluent_kafka import Consumer
@@ -47,6 +48,7 @@ from projections.store import (
 
 LOG = logging.getLogger("ledger.replay")
 Progress = Callable[[int, int], None]  # (records read, records to read)
+T = TypeVar("T")
 
 
 @dataclass
@@ -125,8 +127,10 @@ class Replay:
         else:
             batches = decode_ranges(self.settings, ranges, self.as_of, self.batch_records)
         pending: deque[Future[None]] = deque()
-        with closing(batches), \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-writer") as writer:
+        writer: Executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-writer")
+            if self.tuning.replay_writer_thread else InlineExecutor())
+        with closing(batches), writer:
             try:
                 for d in batches:
                     self._count(d)
@@ -196,6 +200,18 @@ class Replay:
         if problems:
             raise StoreError("replay check failed, live tables left untouched: "
                              + "; ".join(problems))
+
+
+class InlineExecutor(Executor):
+    """Runs each task at once, on the caller's thread (Tuning.replay_writer_thread off)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:
+            future.set_exception(e)
+        return future
 
 
 def default_workers() -> int:

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_END, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, Message, TopicPartition
 
 from ledger.domain import JournalEntry
 from ledger.errors import CodecError, RejectedError, UsageError
@@ -52,28 +52,47 @@ def read_messages(settings: Settings, topic: str, follow: bool,
     absent = [p for p in chosen if not 0 <= p < parts]
     if absent:
         raise UsageError(f"{topic} has no partition {absent[0]} (it has 0 to {parts - 1})")
-    consumer = make_consumer(
-        settings, None, **{"enable.partition.eof": True, "fetch.wait.max.ms": 50}
-    )
+    consumer = make_consumer(settings, None, **{"fetch.wait.max.ms": 50})
     starts = {p: start for p in chosen}
+    ends = {p: _high(consumer, settings, topic, p) for p in chosen}
     if start > 0:  # within the log: past the end librdkafka would restart at the beginning
         for p in chosen:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=settings.tuning.kafka_request_s)
-            starts[p] = min(max(start, low), high)
+            low = _watermarks(consumer, settings, topic, p)[0]
+            starts[p] = min(max(start, low), ends[p])
+    if start == OFFSET_END:
+        starts = dict(ends)
     consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
-    pending = set(chosen)
+    pending = {p for p in chosen if starts[p] < ends[p]}
     try:
         while follow or pending:
             for msg in consumer.consume(1000, timeout=0.2):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition() or 0)
-                    continue
-                yield msg
+                if msg.error() is None:
+                    yield msg
+            pending -= reached(consumer, topic, {p: ends[p] for p in pending})
     finally:
         consumer.close()
+
+
+def reached(consumer: Consumer, topic: str, ends: dict[int, int]) -> set[int]:
+    """Partitions whose position reached its end (the ends measured before reading).
+
+    Not an end-of-partition event: a new leader's high watermark can lag the old
+    leader's for a moment after a broker failure, which ends a partition early."""
+    if not ends:
+        return set()
+    found = consumer.position([TopicPartition(topic, p) for p in ends])
+    return {tp.partition for tp in found if tp.offset >= ends[tp.partition]}
+
+
+def _watermarks(consumer: Consumer, settings: Settings, topic: str,
+                partition: int) -> tuple[int, int]:
+    low, high = consumer.get_watermark_offsets(
+        TopicPartition(topic, partition), timeout=settings.tuning.kafka_request_s)
+    return int(low), int(high)
+
+
+def _high(consumer: Consumer, settings: Settings, topic: str, partition: int) -> int:
+    return _watermarks(consumer, settings, topic, partition)[1]
 
 
 def _decode(
@@ -114,18 +133,16 @@ def latest_by_key(settings: Settings, topic_name: str, schema: str,
     codec = codec or Codec()
     topic = settings.topic(topic_name)
     parts = topic_partitions(settings, topic)
-    consumer = make_consumer(settings, None, **{"enable.partition.eof": True})
+    consumer = make_consumer(settings, None)
+    ends = {p: _high(consumer, settings, topic, p) for p in range(parts)}
     consumer.assign([TopicPartition(topic, p, 0) for p in range(parts)])
-    pending, out = set(range(parts)), {}
+    pending, out = {p for p, end in ends.items() if end > 0}, {}
     try:
         while pending:
             for msg in consumer.consume(5000, timeout=0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition() or 0)
-                    continue
-                out[(msg.key() or b"").decode()] = codec.decode_as(schema, msg.value())
+                if msg.error() is None:
+                    out[(msg.key() or b"").decode()] = codec.decode_as(schema, msg.value())
+            pending -= reached(consumer, topic, {p: ends[p] for p in pending})
     finally:
         consumer.close()
     return out

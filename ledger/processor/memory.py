@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ledger.domain import JournalEntry
-from ledger.errors import CodecError
+from ledger.errors import CodecError, InfrastructureError
 from ledger.kafka import partition_for
 from ledger.processor.lookup import checked_event
 from ledger.processor.ports import (
@@ -296,9 +296,16 @@ class InMemoryChangelogReader:
 
     def read(self, changelog: str, partition: int, start: int,
              end: int) -> Iterator[tuple[list[bytes | None], int]]:
-        log = self.broker.log(self.settings.topic(changelog), partition)[:end]
-        for first in range(start, max(start, len(log)), self.chunk):
-            chunk = log[first:first + self.chunk]
+        """As Kafka's: up to `end` even if records are still to come, or fail when stalled."""
+        log = self.broker.log(self.settings.topic(changelog), partition)
+        deadline = time.monotonic() + self.settings.tuning.read_stall_s
+        while len(log) < end:
+            if time.monotonic() > deadline:
+                raise InfrastructureError(f"{self.settings.topic(changelog)}[{partition}]: "
+                                          f"restore stuck at offset {len(log)} of {end}")
+            time.sleep(0.01)
+        for first in range(start, end, self.chunk):
+            chunk = log[first:min(first + self.chunk, end)]
             yield [r.value() for r in chunk], first + len(chunk)
 
     def close(self) -> None:

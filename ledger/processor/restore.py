@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.domain import DedupWindow
-from ledger.errors import CodecError
+from ledger.errors import CodecError, InfrastructureError
 from ledger.processor.ports import CHANGELOGS, ChangelogReader
 from ledger.processor.state import CreditMark
 from ledger.processor.store import StateStore
@@ -59,10 +59,14 @@ class Restorer:
 
     def _read_into(self, store: StateStore, name: str, partition: int, start: int,
                    end: int) -> int:
-        read = 0
+        read, reached = 0, start
         for values, next_offset in self.reader.read(name, partition, start, end):
             self._apply(store, name, partition, values, next_offset)
-            read += len(values)
+            read, reached = read + len(values), next_offset
+        if reached < end:
+            # A checkpoint at `end` would skip the unread records for good.
+            raise InfrastructureError(f"{name}[{partition}]: the changelog read stopped at "
+                                      f"offset {reached} of {end}")
         store.checkpoint(partition, {name: end})
         return read
 

@@ -4,15 +4,18 @@ show holds on Kafka too."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 
+from ledger.errors import InfrastructureError
 from ledger.kafka import make_producer, partition_for
-from ledger.processor.memory import InMemoryBroker
+from ledger.processor.kafka import KafkaAccountsTable
+from ledger.processor.memory import InMemoryBroker, InMemoryChangelogReader
 from ledger.processor.ports import (
     BEGINNING,
     CHANGELOGS,
@@ -154,6 +157,69 @@ def test_the_changelog_reader_reads_a_tail_in_order(kit: Kit) -> None:
     assert chunks[-1][1] == end
     middle = list(reader.read("balances", 1, low + 3, end))
     assert [v for chunk, _ in middle for v in chunk] == [f"b{n}".encode() for n in range(3, 7)]
+
+
+def test_the_changelog_reader_reads_to_the_end_it_was_given(kit: Kit) -> None:
+    """The end of the partition can come before the end asked for: a new leader's high
+    watermark lags the old leader's for a moment after a broker failure. Stopping there
+    made a restore checkpoint past records it never read (a coordinator-kill run lost
+    accounts and room credits for good): the reader keeps reading up to `end`."""
+    for n in range(3):
+        kit.put("balances", f"b{n}".encode(), b"user:a", 2)
+    reader = kit.ports.changelogs
+    low, end = reader.stable_ends(2)["balances"]
+
+    def more() -> None:
+        for n in range(3, 6):
+            kit.put("balances", f"b{n}".encode(), b"user:a", 2)
+
+    later = threading.Timer(1.0, more)
+    later.start()
+    try:
+        chunks = list(reader.read("balances", 2, low, end + 3))
+    finally:
+        later.join()
+    assert [v for chunk, _ in chunks for v in chunk] == [f"b{n}".encode() for n in range(6)]
+    assert chunks[-1][1] == end + 3
+
+
+def test_the_changelog_reader_fails_rather_than_stop_short(kit: Kit) -> None:
+    kit.put("balances", b"only", b"user:a", 0)
+    stalled = replace(kit.settings, tuning=replace(kit.settings.tuning, read_stall_s=2.0))
+    reader = (kafka_ports(stalled, "stall", ProcessorStats(), ProcessorTuning(),
+                          ProcessorClients()).changelogs
+              if not isinstance(kit.ports.changelogs, InMemoryChangelogReader)
+              else InMemoryChangelogReader(kit.ports.changelogs.broker, stalled))
+    low, end = reader.stable_ends(0)["balances"]
+    with pytest.raises(InfrastructureError, match="balances"):
+        list(reader.read("balances", 0, low, end + 1))
+
+
+def test_the_accounts_table_knows_every_account_opened_before_it_started(kit: Kit) -> None:
+    names = [f"user:t{n}" for n in range(60)]
+    for name in names:
+        record = {**SAMPLES["account"], "account": name, "status": "OPEN"}
+        kit.put("accounts", CODEC.encode("account", record), name.encode(),
+                partition_for(name.encode(), kit.settings.partitions))
+    table = kit.ports.accounts
+    table.start()
+    try:
+        assert [n for n in names if not table.known(n)] == []
+        assert not table.known("user:never-opened")
+    finally:
+        table.stop()
+
+
+def test_an_accounts_table_that_cannot_load_stops_the_start(settings: Settings) -> None:
+    """Started with a partial table, a processor rejected open users as unknown and
+    refused credits to open rooms; it must not start at all until the table is loaded."""
+    nowhere = settings.with_(bootstrap="127.0.0.1:9")
+    nowhere = replace(nowhere, tuning=replace(nowhere.tuning, read_stall_s=3.0))
+    table = KafkaAccountsTable(nowhere, CODEC)
+    started = time.monotonic()
+    with pytest.raises(InfrastructureError, match="accounts table did not load"):
+        table.start()
+    assert time.monotonic() - started < 15
 
 
 def test_the_journal_lookup_finds_an_event_by_its_position(kit: Kit) -> None:

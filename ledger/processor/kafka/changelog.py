@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
 
-from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka import IsolationLevel, TopicPartition
 
 from ledger.errors import InfrastructureError
-from ledger.kafka import make_admin, make_consumer
+from ledger.kafka import make_consumer
+from ledger.processor.kafka.offsets import EARLIEST, LATEST, StableOffsets
 from ledger.processor.ports import CHANGELOGS
 from ledger.settings import Settings
 
 log = logging.getLogger("ledger.processor")
 
 CHUNK = 5000
-LATEST: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-EARLIEST: Any = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 # A transaction left open by a paused or dead owner ends within the transaction timeout.
 STABLE_WAIT_S = 90.0
 
@@ -35,13 +32,7 @@ class KafkaChangelogReader:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._admin: AdminClient | None = None
-
-    @property
-    def admin(self) -> AdminClient:
-        if self._admin is None:
-            self._admin = make_admin(self.settings)
-        return self._admin
+        self._offsets = StableOffsets(settings)
 
     def stable_ends(self, partition: int) -> dict[str, tuple[int, int]]:
         """(low, end) of each changelog's partition once no transaction is open on any,
@@ -49,11 +40,11 @@ class KafkaChangelogReader:
         tps = {TopicPartition(self.settings.topic(n), partition): n for n in CHANGELOGS}
         deadline, said = time.monotonic() + STABLE_WAIT_S, False
         while True:
-            stable = self._offsets(dict.fromkeys(tps, LATEST), IsolationLevel.READ_COMMITTED)
-            high = self._offsets(dict.fromkeys(tps, LATEST), IsolationLevel.READ_UNCOMMITTED)
+            stable = self._list(tps, LATEST, IsolationLevel.READ_COMMITTED)
+            high = self._list(tps, LATEST, IsolationLevel.READ_UNCOMMITTED)
             open_ = [tp for tp in tps if stable[tp] < high[tp]]
             if not open_:
-                low = self._offsets(dict.fromkeys(tps, EARLIEST), IsolationLevel.READ_COMMITTED)
+                low = self._list(tps, EARLIEST, IsolationLevel.READ_COMMITTED)
                 return {name: (low[tp], high[tp]) for tp, name in tps.items()}
             tp = open_[0]
             if time.monotonic() > deadline:
@@ -74,7 +65,7 @@ class KafkaChangelogReader:
             TopicPartition(self.settings.topic(n), p): LATEST
             for n in CHANGELOGS for p in partitions
         }
-        found = self._offsets(specs, IsolationLevel.READ_UNCOMMITTED)
+        found = self._offsets.offsets(specs, IsolationLevel.READ_UNCOMMITTED)
         out: dict[int, dict[str, int]] = {p: {} for p in partitions}
         names = {self.settings.topic(n): n for n in CHANGELOGS}
         for tp, offset in found.items():
@@ -83,51 +74,41 @@ class KafkaChangelogReader:
 
     def read(self, changelog: str, partition: int, start: int,
              end: int) -> Iterator[tuple[list[bytes | None], int]]:
-        """Committed records of one partition from `start` up to `end` (a stable end)."""
-        consumer = make_consumer(self.settings, None, **{"fetch.wait.max.ms": 20,
-                                                         "enable.partition.eof": True})
-        topic = self.settings.topic(changelog)
+        """Committed records of one partition from `start` up to `end` (a stable end).
+
+        Done when the consumer's position reaches `end`, never at an end-of-partition
+        alone: a new leader's high watermark can lag the old leader's for a moment after a
+        broker failure, and stopping there would let a restore checkpoint past records it
+        never read. No progress for tuning.read_stall_s: InfrastructureError."""
+        consumer = make_consumer(self.settings, None, **{"fetch.wait.max.ms": 20})
+        tp = TopicPartition(self.settings.topic(changelog), partition, start)
+        stall_s = self.settings.tuning.read_stall_s
         try:
-            consumer.assign([TopicPartition(topic, partition, start)])
+            consumer.assign([tp])
             chunk: list[bytes | None] = []
-            after = start
-            while True:
+            after, moved = start, time.monotonic()
+            while after < end:
                 for msg in consumer.consume(CHUNK, timeout=0.2):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            yield chunk, after if chunk else end
-                            return
-                        continue
                     offset = msg.offset() or 0
-                    if offset >= end:
-                        yield chunk, after if chunk else end
-                        return
-                    chunk.append(msg.value())
-                    after = offset + 1
-                if len(chunk) >= CHUNK:
+                    if msg.error() is None and offset < end:
+                        chunk.append(msg.value())
+                position = consumer.position([tp])[0].offset
+                if position > after:  # past records and transaction markers alike
+                    after, moved = min(position, end), time.monotonic()
+                elif time.monotonic() - moved > stall_s:
+                    raise InfrastructureError(
+                        f"{tp.topic}[{partition}]: restore stuck at offset {after} of {end} "
+                        f"for {stall_s:g}s")
+                if len(chunk) >= CHUNK and after < end:
                     yield chunk, after
                     chunk = []
+            yield chunk, after  # possibly none: the tail may be transaction markers only
         finally:
             consumer.close()
 
     def close(self) -> None:
-        self._admin = None
+        self._offsets.close()
 
-    def _offsets(
-        self, specs: dict[TopicPartition, Any], isolation: IsolationLevel
-    ) -> dict[TopicPartition, int]:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                futures = self.admin.list_offsets(
-                    specs, isolation_level=isolation, request_timeout=10
-                )
-                return {tp: int(f.result().offset) for tp, f in futures.items()}
-            except KafkaException as e:
-                # Leaders move under broker failures (FENCED_LEADER_EPOCH, no leader yet):
-                # a fresh admin client with fresh metadata, until the deadline.
-                self._admin = None
-                if time.monotonic() > deadline:
-                    raise InfrastructureError(f"cannot list changelog offsets: {e}") from e
-                time.sleep(0.5)
+    def _list(self, tps: Iterable[TopicPartition], spec: object,
+              isolation: IsolationLevel) -> dict[TopicPartition, int]:
+        return self._offsets.offsets(dict.fromkeys(tps, spec), isolation)

@@ -25,6 +25,14 @@ from ledger.wire import Codec
 log = logging.getLogger("ledger.processor")
 
 
+RECHECKS = 10  # times the ends are asked again while the store is ahead of them
+RECHECK_S = 1.0  # between those: a new leader's high watermark catches up in well under 10 s
+
+
+def _ahead(checkpoints: dict[str, int], ends: dict[str, tuple[int, int]]) -> bool:
+    return any(checkpoints.get(n, 0) > ends[n][1] for n in CHANGELOGS)
+
+
 @dataclass
 class Restored:
     records: int = 0
@@ -34,17 +42,19 @@ class Restored:
 class Restorer:
     """Reads changelog tails into the store."""
 
-    def __init__(self, reader: ChangelogReader, codec: Codec, window: DedupWindow) -> None:
+    def __init__(self, reader: ChangelogReader, codec: Codec, window: DedupWindow,
+                 recheck_s: float = RECHECK_S) -> None:
         self.reader, self.codec, self.window = reader, codec, window
+        self.recheck_s = recheck_s
 
     def restore(self, store: StateStore, partition: int) -> Restored:
         """Bring the store's state of `partition` up to its changelogs' stable ends."""
         started, done = time.monotonic(), Restored()
         store.forget_cache(partition)
-        ends = self.reader.stable_ends(partition)
         checkpoints = store.checkpoints(partition)
-        if any(checkpoints.get(n, 0) > ends[n][1] for n in CHANGELOGS):
-            # The store is ahead of the log: the topics were recreated under the same names.
+        ends = self._ends(partition, checkpoints)
+        if _ahead(checkpoints, ends):
+            # Still ahead after the rechecks: the topics were recreated under the same names.
             log.warning("partition %d: state ahead of its changelogs; restoring anew", partition)
             store.reset(partition)
             checkpoints = {}
@@ -56,6 +66,21 @@ class Restorer:
         log.info("partition %d restored: %d changelog records read in %.0f ms",
                  partition, done.records, done.millis)
         return done
+
+    def _ends(self, partition: int, checkpoints: dict[str, int]) -> dict[str, tuple[int, int]]:
+        """The stable ends; asked again for a while if the store is ahead of them. Right
+        after a leader moves, the new leader's high watermark can lag the old one's: that
+        is not a recreated topic, and a reset then would forget the partition's state."""
+        ends = self.reader.stable_ends(partition)
+        for _ in range(RECHECKS):
+            if not _ahead(checkpoints, ends):
+                break
+            log.info("partition %d: changelog ends %s below the state's checkpoints %s; "
+                     "asking again", partition, {n: e for n, (_, e) in ends.items()},
+                     checkpoints)
+            time.sleep(self.recheck_s)
+            ends = self.reader.stable_ends(partition)
+        return ends
 
     def _read_into(self, store: StateStore, name: str, partition: int, start: int,
                    end: int) -> int:

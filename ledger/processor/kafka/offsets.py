@@ -42,7 +42,12 @@ class StableOffsets:
                 futures = self.admin.list_offsets(
                     specs, isolation_level=isolation,
                     request_timeout=self.settings.tuning.kafka_request_s)
-                return {tp: int(f.result().offset) for tp, f in futures.items()}
+                found = {tp: int(f.result().offset) for tp, f in futures.items()}
+                unknown = [f"{tp.topic}[{tp.partition}]" for tp, o in found.items() if o < 0]
+                if not unknown:
+                    return found
+                # A leader not ready to say (an offset of -1 or -1001): ask again.
+                raise KafkaException(f"no offset yet for {', '.join(unknown)}")
             except KafkaException as e:
                 # FENCED_LEADER_EPOCH, no leader yet: a fresh client with fresh metadata.
                 self._admin = None

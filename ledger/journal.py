@@ -53,12 +53,11 @@ def read_messages(settings: Settings, topic: str, follow: bool,
     if absent:
         raise UsageError(f"{topic} has no partition {absent[0]} (it has 0 to {parts - 1})")
     consumer = make_consumer(settings, None, **{"fetch.wait.max.ms": 50})
+    marks = {p: _watermarks(consumer, settings, topic, p) for p in chosen}  # one ask each
+    ends = {p: high for p, (_, high) in marks.items()}
     starts = {p: start for p in chosen}
-    ends = {p: _high(consumer, settings, topic, p) for p in chosen}
     if start > 0:  # within the log: past the end librdkafka would restart at the beginning
-        for p in chosen:
-            low = _watermarks(consumer, settings, topic, p)[0]
-            starts[p] = min(max(start, low), ends[p])
+        starts = {p: min(max(start, low), high) for p, (low, high) in marks.items()}
     if start == OFFSET_END:
         starts = dict(ends)
     consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
@@ -89,10 +88,6 @@ def _watermarks(consumer: Consumer, settings: Settings, topic: str,
     low, high = consumer.get_watermark_offsets(
         TopicPartition(topic, partition), timeout=settings.tuning.kafka_request_s)
     return int(low), int(high)
-
-
-def _high(consumer: Consumer, settings: Settings, topic: str, partition: int) -> int:
-    return _watermarks(consumer, settings, topic, partition)[1]
 
 
 def _decode(
@@ -134,7 +129,7 @@ def latest_by_key(settings: Settings, topic_name: str, schema: str,
     topic = settings.topic(topic_name)
     parts = topic_partitions(settings, topic)
     consumer = make_consumer(settings, None)
-    ends = {p: _high(consumer, settings, topic, p) for p in range(parts)}
+    ends = {p: _watermarks(consumer, settings, topic, p)[1] for p in range(parts)}
     consumer.assign([TopicPartition(topic, p, 0) for p in range(parts)])
     pending, out = {p for p, end in ends.items() if end > 0}, {}
     try:

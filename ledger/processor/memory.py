@@ -27,6 +27,7 @@ from ledger.processor.ports import (
     BEGINNING,
     CHANGELOGS,
     Failure,
+    JournalUnavailable,
     Record,
     SinkFailed,
     SourceFatal,
@@ -317,8 +318,16 @@ class InMemoryJournalLookup:
 
     def __init__(self, broker: InMemoryBroker, settings: Settings, codec: Codec) -> None:
         self.broker, self.codec, self.topic = broker, codec, settings.topic("events")
+        self._unreadable = 0
+
+    def unreadable(self, times: int) -> None:
+        """The next `times` fetches find the journal unreadable (as mid-failover)."""
+        self._unreadable = times
 
     def fetch(self, ref: ReverseRef) -> JournalEntry | str:
+        if self._unreadable > 0:
+            self._unreadable -= 1
+            raise JournalUnavailable(f"{self.topic}[{ref.partition}] is not readable (injected)")
         log = self.broker.log(self.topic, ref.partition)
         if ref.offset >= len(log):
             return (f"no event at {self.topic}[{ref.partition}]@{ref.offset}: "

@@ -123,6 +123,14 @@ class SinkFailed(Exception):
         self.kind, self.detail = kind, detail
 
 
+class JournalUnavailable(SinkFailed):
+    """The journal cannot be read at a position just now (a leader moving, a transaction
+    not yet settled): the batch is aborted and decided again, never refused for good."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Failure.ABORTABLE, detail)
+
+
 class TransactionalSink(Protocol):
     """Transactions of records and consumed offsets: all of one commits or none of it."""
 
@@ -180,7 +188,8 @@ class JournalLookup(Protocol):
     """One committed journal event at a known position (what a reversal reverses)."""
 
     def fetch(self, ref: ReverseRef) -> JournalEntry | str:
-        """The event, or why it cannot be used (a position past the end at once)."""
+        """The event, or why it cannot be used (a position past the end at once); raises
+        JournalUnavailable when the position cannot be read yet."""
         ...
 
     def close(self) -> None: ...

@@ -20,6 +20,7 @@ from ledger.processor.ports import (
     BEGINNING,
     CHANGELOGS,
     Failure,
+    JournalUnavailable,
     ProcessorPorts,
     Record,
     SinkFailed,
@@ -234,3 +235,40 @@ def test_the_journal_lookup_finds_an_event_by_its_position(kit: Kit) -> None:
     assert isinstance(other, str) and "not not-this-one" in other
     past = journal.fetch(ReverseRef(event["event_id"], partition, 5))
     assert isinstance(past, str) and "the partition ends at 1" in past
+
+
+@pytest.mark.parametrize("outcome", ["committed", "aborted"])
+def test_an_event_in_an_open_transaction_is_retried_not_refused(
+    settings: Settings, outcome: str
+) -> None:
+    """Kafka only: an event another producer has written but not yet committed (as around
+    a failover, when the coordinator has not written its markers) cannot be read yet. The
+    lookup must say so (the batch is decided again later), not refuse the reversal for good;
+    once the transaction ends, the event is found, or refused at once if it was aborted."""
+    event: dict[str, Any] = SAMPLES["event"]
+    key = event["postings"][0]["account"].encode()
+    partition = partition_for(key, settings.partitions)
+    quick = replace(settings, tuning=replace(settings.tuning, reverse_read_wait_s=1.0))
+    journal = kafka_ports(quick, "lookup", ProcessorStats(), ProcessorTuning(),
+                          ProcessorClients()).journal
+    writer = make_producer(settings, transactional_id=f"{settings.topic_prefix}.lookup-writer")
+    try:
+        writer.init_transactions(30)
+        writer.begin_transaction()
+        writer.produce(settings.topic("events"), CODEC.encode("event", event), key, partition)
+        writer.flush(10)
+        ref = ReverseRef(event["event_id"], partition, 0)
+        with pytest.raises(JournalUnavailable, match="not readable"):
+            journal.fetch(ref)
+        if outcome == "committed":
+            writer.commit_transaction(30)
+            found = journal.fetch(ref)
+            assert not isinstance(found, str) and found.event_id == event["event_id"]
+        else:
+            writer.abort_transaction(30)
+            started = time.monotonic()
+            refused = journal.fetch(ref)
+            assert isinstance(refused, str) and "no committed event" in refused
+            assert time.monotonic() - started < 1.0
+    finally:
+        journal.close()

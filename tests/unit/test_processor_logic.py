@@ -19,6 +19,7 @@ from ledger.processor import CommandProcessor
 from ledger.processor.memory import (
     InMemoryBroker,
     InMemoryCommandSource,
+    InMemoryJournalLookup,
     InMemoryTransactionalSink,
 )
 from ledger.processor.ports import Failure
@@ -337,6 +338,28 @@ def test_a_reversal_reverses_once(ledger: Ledger, processor: CommandProcessor) -
                         original=entry.postings), past)
     ledger.settle(processor)
     assert ledger.result("r3")["reason"] == "not_reversible"
+    assert ledger.balances() == {USER: 0}
+
+
+def test_a_reversal_whose_event_cannot_be_read_yet_is_decided_later_not_refused(
+    ledger: Ledger, processor: CommandProcessor
+) -> None:
+    """Mid-failover the journal may not answer for seconds: refusing the reversal then as
+    not_reversible would be final (its outcome is kept), so the batch waits and retries."""
+    ledger.send(open_(USER))
+    ledger.send(earn("e1", 5))
+    ledger.settle(processor)
+    entry = ledger.journal()[-1]
+    log = ledger.broker.log(ledger.topic("events"), partition_for(USER.encode(), PARTITIONS))
+    ref = ReverseRef(entry.event_id, log[-1].partition() or 0, log[-1].offset() or 0)
+    journal = processor.ports.journal
+    assert isinstance(journal, InMemoryJournalLookup)
+    journal.unreadable(times=2)
+    ledger.send(Reverse(command_id="r1", actor=Actor.ADMIN, reason="", event_id=entry.event_id,
+                        original=entry.postings), ref)
+    ledger.settle(processor)
+    assert processor.stats.aborts == 2
+    assert len(ledger.results("r1")) == 1 and ledger.result("r1")["status"] == "ACCEPTED"
     assert ledger.balances() == {USER: 0}
 
 

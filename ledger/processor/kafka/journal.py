@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, TopicPartition
+import time
+
+from confluent_kafka import Consumer, IsolationLevel, TopicPartition
 
 from ledger.domain import JournalEntry
+from ledger.errors import InfrastructureError
 from ledger.kafka import committed, make_consumer, topic_partitions
+from ledger.processor.kafka.offsets import LATEST, StableOffsets
 from ledger.processor.lookup import checked_event
+from ledger.processor.ports import JournalUnavailable
 from ledger.records import ReverseRef
 from ledger.settings import Settings
 from ledger.wire import Codec
@@ -18,27 +23,45 @@ class KafkaJournalLookup:
     def __init__(self, settings: Settings, codec: Codec) -> None:
         self.settings, self.codec = settings, codec
         self._consumer: Consumer | None = None
+        self._offsets = StableOffsets(settings)
 
     def fetch(self, ref: ReverseRef) -> JournalEntry | str:
         """The event, or why it cannot be used; a position at or past the partition's end
-        is refused at once (the caller is inside an open transaction)."""
+        is refused at once (the caller is inside an open transaction). A position the read
+        does not pass within the wait (a leader moving, another producer's transaction not
+        yet settled) raises JournalUnavailable: refusing then would be final."""
         if self._consumer is None:
             self._consumer = make_consumer(self.settings, None, **{"fetch.wait.max.ms": 10})
-        topic = self.settings.topic("events")
+        consumer, topic = self._consumer, self.settings.topic("events")
         tp = TopicPartition(topic, ref.partition, ref.offset)
-        # A KafkaException here aborts and retries the batch: the broker's fault, not the record's.
-        _, end = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        end = self._high_watermark(TopicPartition(topic, ref.partition))
         if ref.offset >= end:
             return f"no event at {topic}[{ref.partition}]@{ref.offset}: the partition ends at {end}"
-        self._consumer.assign([tp])
-        for _ in range(50):
-            for msg in self._consumer.consume(1, timeout=0.1):
-                if msg.error() is not None:
-                    continue
-                return checked_event(self.codec, ref, msg.offset() or 0, msg.value())
-        return f"no committed event at {topic}[{ref.partition}]@{ref.offset}"
+        consumer.assign([tp])
+        wait_s = self.settings.tuning.reverse_read_wait_s
+        deadline = time.monotonic() + wait_s
+        while True:
+            for msg in consumer.consume(1, timeout=0.1):
+                if msg.error() is None:
+                    return checked_event(self.codec, ref, msg.offset() or 0, msg.value())
+            # Past the position with no record at it: a transaction marker or aborted record.
+            if consumer.position([TopicPartition(topic, ref.partition)])[0].offset > ref.offset:
+                return f"no committed event at {topic}[{ref.partition}]@{ref.offset}"
+            if time.monotonic() > deadline:
+                raise JournalUnavailable(
+                    f"{topic}[{ref.partition}]@{ref.offset} not readable within {wait_s:g} s")
+
+    def _high_watermark(self, tp: TopicPartition) -> int:
+        """The end of what was written, settled or not (a read_committed consumer's
+        watermark is the stable end: an event whose transaction is still settling lies
+        beyond it, and must be waited for, not refused)."""
+        try:
+            return self._offsets.offsets({tp: LATEST}, IsolationLevel.READ_UNCOMMITTED)[tp]
+        except InfrastructureError as e:
+            raise JournalUnavailable(f"{tp.topic}[{tp.partition}]: {e}") from e
 
     def close(self) -> None:
+        self._offsets.close()
         if self._consumer is not None:
             self._consumer.close()
 

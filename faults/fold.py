@@ -15,7 +15,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from fastavro import parse_schema, schemaless_reader
 
 from ledger.wire import HEADER_LEN, SCHEMA_DIR
@@ -53,20 +53,20 @@ def read_records(
             "group.id": "independent-fold",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
-            "enable.partition.eof": True,
             **(extra or {}),
         }
     )
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    # Ends measured first (read_committed: the stable ends), reached by position: an
+    # end-of-partition event can come early from a new leader after a failover.
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10,
+                                              cached=False)[1] for p in parts}
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    pending = set(parts)
+    pending = {p for p in parts if ends[p] > 0}
     try:
         while pending:
             for msg in consumer.consume(5000, timeout=1.0):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
+                if msg.error() is not None:
                     continue
                 # Single-object encoding: the header (C3 01, the schema fingerprint), then Avro.
                 record = schemaless_reader(BytesIO((msg.value() or b"")[HEADER_LEN:]), schema,
@@ -74,6 +74,9 @@ def read_records(
                 assert isinstance(record, dict)
                 yield (msg.partition() or 0, msg.offset() or 0,
                        (msg.key() or b"").decode("utf-8", "replace"), record)
+            for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
+                if tp.offset >= ends[tp.partition]:
+                    pending.discard(tp.partition)
     finally:
         consumer.close()
 

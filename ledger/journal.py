@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,8 +10,14 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, Message, TopicPartition
 
 from ledger.domain import JournalEntry
-from ledger.errors import CodecError, RejectedError, UsageError
-from ledger.kafka import make_consumer, topic_partitions
+from ledger.errors import CodecError, InfrastructureError, RejectedError, UsageError
+from ledger.kafka import (
+    make_consumer,
+    positions,
+    reached_ends,
+    topic_partitions,
+    watermarks,
+)
 from ledger.records import ReverseRef, entry_from_record
 from ledger.settings import Settings
 from ledger.wire import Codec
@@ -53,41 +60,42 @@ def read_messages(settings: Settings, topic: str, follow: bool,
     if absent:
         raise UsageError(f"{topic} has no partition {absent[0]} (it has 0 to {parts - 1})")
     consumer = make_consumer(settings, None, **{"fetch.wait.max.ms": 50})
-    marks = {p: _watermarks(consumer, settings, topic, p) for p in chosen}  # one ask each
-    ends = {p: high for p, (_, high) in marks.items()}
-    starts = {p: start for p in chosen}
-    if start > 0:  # within the log: past the end librdkafka would restart at the beginning
-        starts = {p: min(max(start, low), high) for p, (low, high) in marks.items()}
-    if start == OFFSET_END:
-        starts = dict(ends)
-    consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
-    pending = {p for p in chosen if starts[p] < ends[p]}
     try:
-        while follow or pending:
-            for msg in consumer.consume(1000, timeout=0.2):
-                if msg.error() is None:
-                    yield msg
-            pending -= reached(consumer, topic, {p: ends[p] for p in pending})
+        timeout = settings.tuning.kafka_request_s
+        marks = {p: watermarks(consumer, TopicPartition(topic, p), timeout) for p in chosen}
+        ends = {p: high for p, (_, high) in marks.items()}
+        starts = {p: start for p in chosen}
+        if start > 0:  # within the log: past the end librdkafka would restart at the beginning
+            starts = {p: min(max(start, low), high) for p, (low, high) in marks.items()}
+        if start == OFFSET_END:
+            starts = dict(ends)
+        yield from read_between(settings, consumer, topic, starts, ends, follow)
     finally:
         consumer.close()
 
 
-def reached(consumer: Consumer, topic: str, ends: dict[int, int]) -> set[int]:
-    """Partitions whose position reached its end (the ends measured before reading).
-
-    Not an end-of-partition event: a new leader's high watermark can lag the old
-    leader's for a moment after a broker failure, which ends a partition early."""
-    if not ends:
-        return set()
-    found = consumer.position([TopicPartition(topic, p) for p in ends])
-    return {tp.partition for tp in found if tp.offset >= ends[tp.partition]}
-
-
-def _watermarks(consumer: Consumer, settings: Settings, topic: str,
-                partition: int) -> tuple[int, int]:
-    low, high = consumer.get_watermark_offsets(
-        TopicPartition(topic, partition), timeout=settings.tuning.kafka_request_s)
-    return int(low), int(high)
+def read_between(settings: Settings, consumer: Consumer, topic: str, starts: dict[int, int],
+                 ends: dict[int, int], follow: bool = False) -> Iterator[Message]:
+    """Committed records of `topic` from `starts` until every partition's position reached
+    its end in `ends` (or forever if `follow`); a bounded read that makes no progress for
+    tuning.read_stall_s fails rather than wait for ever."""
+    consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+    pending = {(topic, p): ends[p] for p in starts if starts[p] < ends[p]}
+    at: dict[tuple[str, int], int] = {}
+    progress_at, stall_s = time.monotonic(), settings.tuning.read_stall_s
+    while follow or pending:
+        for msg in consumer.consume(1000, timeout=settings.tuning.read_poll_s):
+            if msg.error() is None:
+                yield msg
+        now_at = positions(consumer, {(topic, p): o for p, o in starts.items()})
+        if now_at != at:  # records or transaction markers passed
+            at, progress_at = now_at, time.monotonic()
+        for key in reached_ends(consumer, pending, {k: starts[k[1]] for k in pending}):
+            del pending[key]
+        if pending and not follow and time.monotonic() - progress_at > stall_s:
+            raise InfrastructureError(
+                f"no records from Kafka at {settings.bootstrap} for {stall_s:.0f}s while "
+                f"{len(pending)} partitions of {topic} remain")
 
 
 def _decode(
@@ -126,18 +134,5 @@ def latest_by_key(settings: Settings, topic_name: str, schema: str,
                   codec: Codec | None = None) -> dict[str, dict[str, Any]]:
     """The last committed record per key of a topic: the view a compacted topic converges to."""
     codec = codec or Codec()
-    topic = settings.topic(topic_name)
-    parts = topic_partitions(settings, topic)
-    consumer = make_consumer(settings, None)
-    ends = {p: _watermarks(consumer, settings, topic, p)[1] for p in range(parts)}
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(parts)])
-    pending, out = {p for p, end in ends.items() if end > 0}, {}
-    try:
-        while pending:
-            for msg in consumer.consume(5000, timeout=0.5):
-                if msg.error() is None:
-                    out[(msg.key() or b"").decode()] = codec.decode_as(schema, msg.value())
-            pending -= reached(consumer, topic, {p: ends[p] for p in pending})
-    finally:
-        consumer.close()
-    return out
+    return {(msg.key() or b"").decode(): codec.decode_as(schema, msg.value())
+            for msg in read_messages(settings, settings.topic(topic_name), follow=False)}

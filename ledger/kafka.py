@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from confluent_kafka import (
@@ -267,3 +267,26 @@ def consume_ready(consumer: Consumer, max_messages: int, timeout: float) -> list
     if first is None:
         return []
     return [first, *consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+
+
+def positions(consumer: Consumer,
+              starts: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """Each partition's position; one with none yet (nothing consumed) is at its start."""
+    if not starts:
+        return {}
+    found = consumer.position([TopicPartition(t, p) for t, p in starts])
+    return {(tp.topic, tp.partition): tp.offset if tp.offset >= 0
+            else starts[(tp.topic, tp.partition)] for tp in found}
+
+
+def reached_ends(consumer: Consumer, ends: Mapping[tuple[str, int], int],
+                 starts: Mapping[tuple[str, int], int] | None = None) -> dict[tuple[str, int], int]:
+    """The positions of the partitions whose position reached its end (ends measured
+    before reading; `starts`: where a partition with no position yet stands).
+
+    Every bounded read of the ledger ends this way. Not at an end-of-partition event: a
+    new leader's high watermark can lag the old leader's for a moment after a broker
+    failure, which ends a partition early. Nor at offset end-1: transaction markers and
+    aborted records take offsets the consumer passes without returning them."""
+    at = positions(consumer, {k: (starts or {}).get(k, -1) for k in ends})
+    return {k: offset for k, offset in at.items() if offset >= ends[k]}

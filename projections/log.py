@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from ledger.errors import InfrastructureError, StoreError
-from ledger.kafka import unreachable
+from ledger.kafka import reached_ends, unreachable
 from ledger.settings import Settings
 from projections.store import PositionKey
 
@@ -99,16 +99,8 @@ def read_ranges(consumer: Consumer, settings: Settings, ranges: Ranges) -> Itera
 
 def _reached(consumer: Consumer, todo: Ranges) -> tuple[list[PositionKey], dict[PositionKey, int]]:
     """Partitions whose position reached their end; ends of those that went past it."""
-    done: list[PositionKey] = []
-    over: dict[PositionKey, int] = {}
-    for tp in consumer.position([TopicPartition(t, p) for t, p in todo]):
-        key = (tp.topic, tp.partition)
-        end = todo[key][1]
-        if tp.offset >= end:
-            done.append(key)
-            if tp.offset > end:
-                over[key] = end
-    return done, over
+    at = reached_ends(consumer, {key: end for key, (_, end) in todo.items()})
+    return list(at), {key: todo[key][1] for key, offset in at.items() if offset > todo[key][1]}
 
 
 def check_message_error(settings: Settings, m: ConsumedRecord) -> bool:

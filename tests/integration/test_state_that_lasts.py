@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AlterConfigOpType,
     ConfigEntry,
@@ -25,7 +25,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from ledger.client import LedgerClient
 from ledger.domain import Actor, Earn, Join, OpenAccount, Reverse
-from ledger.journal import find_event
+from ledger.journal import find_event, read_messages
 from ledger.kafka import make_admin, make_consumer, make_producer
 from ledger.settings import Settings
 from ledger.wire import Codec
@@ -67,22 +67,10 @@ def _retention_passed(settings: Settings) -> None:
 def _routed_credit(settings: Settings) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """The committed APPLY_CREDIT record on points.commands: key, value, headers."""
     codec = Codec()
-    consumer = make_consumer(settings, None, **{"enable.partition.eof": True})
-    topic = settings.topic("commands")
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-    pending, found = set(range(settings.partitions)), None
-    try:
-        while pending:
-            for msg in consumer.consume(100, timeout=0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition() or 0)
-                    continue
-                if codec.decode_as("command", msg.value())["kind"] == "APPLY_CREDIT":
-                    found = (msg.key(), msg.value(), list(msg.headers() or []))
-    finally:
-        consumer.close()
+    found = None
+    for msg in read_messages(settings, settings.topic("commands"), follow=False):
+        if codec.decode_as("command", msg.value())["kind"] == "APPLY_CREDIT":
+            found = (msg.key(), msg.value(), list(msg.headers() or []))
     assert found is not None, "no routed credit on the commands topic"
     return found  # type: ignore[return-value]
 
@@ -155,22 +143,10 @@ def test_guarantees_outlive_the_results_retention(
 
 def _command_record(codec: Codec, settings: Settings, command_id: str) -> dict[str, object]:
     """The first command record with this id on points.commands (decoded)."""
-    consumer = make_consumer(settings, None, **{"enable.partition.eof": True})
-    topic = settings.topic("commands")
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-    pending = set(range(settings.partitions))
-    try:
-        while pending:
-            for msg in consumer.consume(100, timeout=0.5):
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition() or 0)
-                    continue
-                rec = codec.decode_as("command", msg.value())
-                if rec["command_id"] == command_id:
-                    return rec
-    finally:
-        consumer.close()
+    for msg in read_messages(settings, settings.topic("commands"), follow=False):
+        rec = codec.decode_as("command", msg.value())
+        if rec["command_id"] == command_id:
+            return rec
     raise AssertionError(f"no command {command_id}")
 
 

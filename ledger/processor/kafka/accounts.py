@@ -15,7 +15,7 @@ import time
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ledger.errors import CodecError, InfrastructureError
-from ledger.kafka import make_consumer
+from ledger.kafka import make_consumer, positions
 from ledger.processor.kafka.offsets import StableOffsets
 from ledger.settings import Settings
 from ledger.wire import Codec
@@ -33,7 +33,7 @@ class KafkaAccountsTable:
         self.accounts: dict[str, str] = {}  # account -> status
         self._next: dict[int, int] = {}  # partition -> next offset to read (kept on retries)
         self._ends: dict[int, int] | None = None  # the stable ends to load up to
-        self._at: dict[int, int] = {}  # positions at the last look
+        self._at: dict[tuple[str, int], int] = {}  # positions at the last look
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._progress_at = time.monotonic()
@@ -86,7 +86,7 @@ class KafkaAccountsTable:
             while not self._stop.is_set():
                 self._take(consumer.consume(1000, timeout=0.1))
                 if not self._ready.is_set():
-                    self._check_loaded(consumer, tps)
+                    self._check_loaded(consumer)
         finally:
             consumer.close()
 
@@ -97,14 +97,13 @@ class KafkaAccountsTable:
                 self._next[msg.partition() or 0] = (msg.offset() or 0) + 1
                 self._progress_at = time.monotonic()
 
-    def _check_loaded(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+    def _check_loaded(self, consumer: Consumer) -> None:
         assert self._ends is not None
-        # No position yet (nothing fetched): where the table resumes.
-        at = {tp.partition: tp.offset if tp.offset >= 0 else self._next.get(tp.partition, 0)
-              for tp in consumer.position(tps)}
+        ends = {(self.topic, p): end for p, end in self._ends.items()}
+        at = positions(consumer, {key: self._next.get(key[1], 0) for key in ends})
         if at != self._at:  # records or transaction markers passed
             self._at, self._progress_at = at, time.monotonic()
-        if all(at[p] >= end for p, end in self._ends.items() if p in at):
+        if all(at[key] >= end for key, end in ends.items()):
             log.info("accounts table loaded: %d accounts", len(self.accounts))
             self._ready.set()
 

@@ -8,7 +8,8 @@ from confluent_kafka import Consumer, IsolationLevel, TopicPartition
 
 from ledger.domain import JournalEntry
 from ledger.errors import InfrastructureError
-from ledger.kafka import committed, make_consumer, topic_partitions
+from ledger.journal import read_between
+from ledger.kafka import committed, make_consumer, topic_partitions, watermarks
 from ledger.processor.kafka.offsets import LATEST, StableOffsets
 from ledger.processor.lookup import checked_event
 from ledger.processor.ports import JournalUnavailable
@@ -72,27 +73,13 @@ def pending_commands(settings: Settings) -> int:
     Committed offsets can sit one below the end for good (a transaction marker takes an
     offset), so this reads what lies beyond them instead of comparing offsets.
     """
-    from confluent_kafka import KafkaError
-
     topic = settings.topic("commands")
-    consumer = make_consumer(
-        settings, f"{settings.topic_prefix}.processor", **{"enable.partition.eof": True}
-    )
+    consumer = make_consumer(settings, f"{settings.topic_prefix}.processor")
     try:
         parts = [TopicPartition(topic, p) for p in range(topic_partitions(settings, topic))]
-        start = [
-            TopicPartition(topic, tp.partition, max(tp.offset, 0))
-            for tp in committed(consumer, parts)
-        ]
-        consumer.assign(start)
-        pending, seen = {tp.partition for tp in start}, 0
-        while pending:
-            for msg in consumer.consume(500, timeout=0.5):
-                err = msg.error()
-                if err is None:
-                    seen += 1
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-        return seen
+        starts = {tp.partition: max(tp.offset, 0) for tp in committed(consumer, parts)}
+        ends = {tp.partition: watermarks(consumer, tp, settings.tuning.kafka_request_s)[1]
+                for tp in parts}
+        return sum(1 for _ in read_between(settings, consumer, topic, starts, ends))
     finally:
         consumer.close()

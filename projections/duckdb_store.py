@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ledger.errors import StoreError
+from ledger.errors import StoreError, UsageError
 from projections.sql_store import Row, SqlProjectionStore, shadow_suffix
 from projections.store import Snapshot
 
@@ -77,6 +77,10 @@ class DuckDBProjectionStore(SqlProjectionStore):
         if self.read_only and self.path != ":memory:" and not Path(self.path).exists():
             raise StoreError(f"no DuckDB store at {self.path}: run `ledger project` or "
                              "`ledger replay` first")
+        parent = Path(self.path).parent
+        if self.path != ":memory:" and not parent.is_dir():
+            raise UsageError(f"no directory {parent} for the DuckDB store {self.path} "
+                             "(duckdb:///rel/path is relative, duckdb:////abs/path absolute)")
         try:
             return duckdb.connect(self.path, read_only=self.read_only, config=conf)
         except duckdb.IOException as e:

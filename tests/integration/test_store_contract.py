@@ -230,6 +230,17 @@ def test_bad_url_is_a_usage_error() -> None:
         open_store("mysql://x")
 
 
+def test_a_duckdb_store_in_a_missing_directory_says_so(tmp_path: Path) -> None:
+    """`duckdb:///tmp/x.duckdb` is relative (tmp/x.duckdb): the error must name the
+    directory, not suggest that another process holds the file."""
+    from ledger.errors import UsageError
+
+    missing = tmp_path / "no-such-dir" / "x.duckdb"
+    with pytest.raises(UsageError, match=r"no directory .*no-such-dir") as e:
+        open_store(f"duckdb:///{missing}")
+    assert "another process" not in str(e.value) and not missing.parent.exists()
+
+
 def test_locked_duckdb_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "locked.duckdb"
     holder = subprocess.Popen([sys.executable, "-c",

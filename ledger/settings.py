@@ -78,7 +78,7 @@ class Tuning:
     read_consume_max: int = 10_000  # records asked of one consume call of a bounded read
     read_stall_s: float = 60.0  # no records for this long while some are known to exist: fail
     read_poll_s: float = 0.2  # a bounded read's wait in one consume call
-    reverse_read_wait_s: float = 5.0  # a reversal's read of its event; longer: retry the batch
+    lookup_wait_s: float = 5.0  # a reversal's event, a new account: longer, retry the batch
     decode_poll_s: float = 1.0  # replay's wait for a decoded batch before it checks its decoders
     deadletter_flush_s: float = 30.0  # how long a projector waits for its dead letters' acks
     # Health: the broker probe of the metrics server; a loop taken for stuck (/healthz): longer

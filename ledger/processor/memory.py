@@ -27,7 +27,7 @@ from ledger.processor.ports import (
     BEGINNING,
     CHANGELOGS,
     Failure,
-    JournalUnavailable,
+    NotReadableYet,
     Record,
     SinkFailed,
     SourceFatal,
@@ -327,7 +327,7 @@ class InMemoryJournalLookup:
     def fetch(self, ref: ReverseRef) -> JournalEntry | str:
         if self._unreadable > 0:
             self._unreadable -= 1
-            raise JournalUnavailable(f"{self.topic}[{ref.partition}] is not readable (injected)")
+            raise NotReadableYet(f"{self.topic}[{ref.partition}] is not readable (injected)")
         log = self.broker.log(self.topic, ref.partition)
         if ref.offset >= len(log):
             return (f"no event at {self.topic}[{ref.partition}]@{ref.offset}: "
@@ -362,6 +362,9 @@ class InMemoryAccountsTable:
                     continue
                 self.accounts[rec["account"]] = rec["status"]
             self._read[partition] = len(log)
+
+    def new_batch(self) -> None:
+        pass  # read as it is asked: always as far as the broker goes
 
     def start(self) -> None:
         self._catch_up()

@@ -123,9 +123,10 @@ class SinkFailed(Exception):
         self.kind, self.detail = kind, detail
 
 
-class JournalUnavailable(SinkFailed):
-    """The journal cannot be read at a position just now (a leader moving, a transaction
-    not yet settled): the batch is aborted and decided again, never refused for good."""
+class NotReadableYet(SinkFailed):
+    """A log cannot be read as far as a decision needs just now (a leader moving, a
+    transaction not yet settled): the batch is aborted and decided again, never refused
+    for good."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(Failure.ABORTABLE, detail)
@@ -189,7 +190,7 @@ class JournalLookup(Protocol):
 
     def fetch(self, ref: ReverseRef) -> JournalEntry | str:
         """The event, or why it cannot be used (a position past the end at once); raises
-        JournalUnavailable when the position cannot be read yet."""
+        NotReadableYet when the position cannot be read yet."""
         ...
 
     def close(self) -> None: ...
@@ -198,7 +199,14 @@ class JournalLookup(Protocol):
 class AccountDirectory(Protocol):
     """Every opened account (a global table, read continuously)."""
 
-    def known(self, account: str) -> bool: ...
+    def new_batch(self) -> None:
+        """Commands consumed from now on may name accounts opened up to now."""
+        ...
+
+    def known(self, account: str) -> bool:
+        """Open, as far as every account opened before the batch began tells; raises
+        NotReadableYet when the table cannot catch up in time."""
+        ...
 
     def start(self) -> None: ...
 

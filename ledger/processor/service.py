@@ -174,6 +174,7 @@ class CommandProcessor:
     def _transact(self, msgs: list[Record]) -> None:
         """Decide the batch in one transaction, with the consumed offsets, and commit it."""
         handler = self.handler
+        self.ports.accounts.new_batch()
         handler.producer = self.sink.begin()
         handler.prefetch(msgs)
         offsets: dict[int, int] = {}

@@ -126,12 +126,14 @@ class Overlay:
         return self.committed.balance(self.partition, account)
 
     def known(self, account: str) -> bool:
-        # Accounts this instance owns are known at once; others once the table has them.
-        if account in self.changes.opened or self._known(account):
+        # Accounts of owned partitions from this instance's own state, never the table:
+        # the table's partition ends may hold this batch's own open transaction, which it
+        # cannot read past until the batch commits.
+        if account in self.changes.opened:
             return True
         partition = self._route(account)
         if not self._owns(partition):
-            return False
+            return self._known(account)
         return account in self.changes.balances or (
             self.committed.balance(partition, account) is not None
         )

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ledger.client import LedgerClient
+from ledger.domain import Actor, Join, OpenAccount
+from ledger.kafka import partition_for
 from ledger.settings import Settings
 from tests.integration.ledger_helpers import (
     kill9,
@@ -80,3 +83,42 @@ def test_sigterm_drains_and_exits_cleanly(settings: Settings, tmp_path: Path) ->
         proc.terminate()
         proc.wait(timeout=30)
     assert "finishing the open batch" in log.read_text()
+
+
+def _owned_by(settings: Settings, partitions: set[int], prefix: str) -> list[str]:
+    names = (f"{prefix}{n}" for n in range(10_000))
+    return [name for name in names
+            if partition_for(name.encode(), settings.partitions) in partitions][:8]
+
+
+def test_a_room_opened_on_another_instance_can_be_joined_at_once(settings: Settings) -> None:
+    """A client opens a room (owned by one instance), sees it accepted and joins it
+    from a user owned by the other instance at once: the join must not be refused as
+    unknown_account because that instance's accounts table had not read the room yet."""
+    first = start_processor(settings, "rooms")
+    second = start_processor(settings, "users", expect_partitions=1)
+    deadline = time.monotonic() + 60
+    while len(first.processor.group.owned) + len(second.processor.group.owned) \
+            != settings.partitions or first.processor.group.owned & second.processor.group.owned:
+        assert time.monotonic() < deadline, "the two instances did not settle"
+        time.sleep(0.05)
+    rooms = _owned_by(settings, set(first.processor.group.owned), "room:fresh")
+    users = _owned_by(settings, set(second.processor.group.owned), "user:joiner")
+    client = LedgerClient(settings)
+    try:
+        for user in users:
+            assert client.send(OpenAccount(command_id=f"open-{user}", actor=Actor.SYSTEM,
+                                           reason="", account=user, grant=10)).accepted
+        refused = []
+        for room, user in zip(rooms, users, strict=True):
+            assert client.send(OpenAccount(command_id=f"open-{room}", actor=Actor.SYSTEM,
+                                           reason="", account=room)).accepted
+            joined = client.send(Join(command_id=f"join-{room}", actor=Actor.USER, reason="",
+                                      user=user, room=room, fee=1))
+            if not joined.accepted:
+                refused.append((room, joined.reason))
+        assert refused == []
+    finally:
+        client.close()
+        first.stop()
+        second.stop()

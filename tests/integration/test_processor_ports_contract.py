@@ -20,7 +20,7 @@ from ledger.processor.ports import (
     BEGINNING,
     CHANGELOGS,
     Failure,
-    JournalUnavailable,
+    NotReadableYet,
     ProcessorPorts,
     Record,
     SinkFailed,
@@ -248,7 +248,7 @@ def test_an_event_in_an_open_transaction_is_retried_not_refused(
     event: dict[str, Any] = SAMPLES["event"]
     key = event["postings"][0]["account"].encode()
     partition = partition_for(key, settings.partitions)
-    quick = replace(settings, tuning=replace(settings.tuning, reverse_read_wait_s=1.0))
+    quick = replace(settings, tuning=replace(settings.tuning, lookup_wait_s=1.0))
     journal = kafka_ports(quick, "lookup", ProcessorStats(), ProcessorTuning(),
                           ProcessorClients()).journal
     writer = make_producer(settings, transactional_id=f"{settings.topic_prefix}.lookup-writer")
@@ -258,7 +258,7 @@ def test_an_event_in_an_open_transaction_is_retried_not_refused(
         writer.produce(settings.topic("events"), CODEC.encode("event", event), key, partition)
         writer.flush(10)
         ref = ReverseRef(event["event_id"], partition, 0)
-        with pytest.raises(JournalUnavailable, match="not readable"):
+        with pytest.raises(NotReadableYet, match="not readable"):
             journal.fetch(ref)
         if outcome == "committed":
             writer.commit_transaction(30)
@@ -272,3 +272,22 @@ def test_an_event_in_an_open_transaction_is_retried_not_refused(
             assert time.monotonic() - started < 1.0
     finally:
         journal.close()
+
+
+def test_an_account_opened_just_before_the_ask_is_known(kit: Kit) -> None:
+    """A client that saw a room's open accepted, then joins it, must not be told the room
+    is unknown (a final outcome) because another instance's table had not read it yet:
+    a miss reads the table up to where the topic ended when the batch began."""
+    table = kit.ports.accounts
+    table.start()
+    try:
+        for n in range(5):
+            name = f"room:late{n}"
+            record = {**SAMPLES["account"], "account": name, "status": "OPEN"}
+            kit.put("accounts", CODEC.encode("account", record), name.encode(),
+                    partition_for(name.encode(), kit.settings.partitions))
+            table.new_batch()
+            assert table.known(name), f"{name} was opened before the ask"
+        assert not table.known("room:never-opened")
+    finally:
+        table.stop()

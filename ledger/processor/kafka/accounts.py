@@ -1,9 +1,10 @@
 """KafkaAccountsTable: every opened account, consumed continuously from points.accounts.
 
 Like a GlobalKTable: every instance reads the whole compacted topic, so the owner of a
-user can check that a room owned elsewhere exists. A room opened a moment ago may briefly
-be unknown, which is an honest rejection, not a loss. A table loaded only in part is not:
-`start` returns once the table reached the topic's stable ends as they were at start.
+user can check that a room owned elsewhere exists. An account the table does not have is
+unknown only once the table has read as far as the topic went when the batch began: a
+client that saw a room's open accepted and then joins it is never told the room is
+unknown. `start` returns once the table reached the topic's stable ends at start.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaException, TopicPartition
 
 from ledger.errors import CodecError, InfrastructureError
-from ledger.kafka import make_consumer, positions
-from ledger.processor.kafka.offsets import StableOffsets
+from ledger.kafka import make_consumer, partition_for, positions
+from ledger.processor.kafka.offsets import LATEST, StableOffsets
+from ledger.processor.ports import NotReadableYet
 from ledger.settings import Settings
 from ledger.wire import Codec
 
@@ -34,13 +37,41 @@ class KafkaAccountsTable:
         self._next: dict[int, int] = {}  # partition -> next offset to read (kept on retries)
         self._ends: dict[int, int] | None = None  # the stable ends to load up to
         self._at: dict[tuple[str, int], int] = {}  # positions at the last look
+        self._partitions = settings.partitions  # the topic's, once read
+        self._targets: dict[int, int] = {}  # partition -> end to read to before a miss
+        self._offsets = StableOffsets(settings)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._progress_at = time.monotonic()
         self._error = ""
         self._thread = threading.Thread(target=self._run, name="accounts-table", daemon=True)
 
+    def new_batch(self) -> None:
+        """Commands consumed from now on may name accounts opened up to now."""
+        self._targets.clear()
+
     def known(self, account: str) -> bool:
+        """Open in the table, read at least up to where the account's partition ended
+        when first asked in this batch (its high watermark: an open's transaction may
+        still be settling); NotReadableYet if the table cannot get there in time."""
+        if self.accounts.get(account) == "OPEN":
+            return True
+        partition = partition_for(account.encode(), self._partitions)
+        target = self._targets.get(partition)
+        if target is None:
+            tp = TopicPartition(self.topic, partition)
+            try:
+                found = self._offsets.offsets({tp: LATEST}, IsolationLevel.READ_UNCOMMITTED)
+            except InfrastructureError as e:
+                raise NotReadableYet(f"{self.topic}[{partition}]: {e}") from e
+            target = self._targets[partition] = found[tp]
+        wait_s = self.settings.tuning.lookup_wait_s
+        deadline = time.monotonic() + wait_s
+        while self._at.get((self.topic, partition), 0) < target:
+            if time.monotonic() > deadline:
+                raise NotReadableYet(f"the accounts table did not reach {self.topic}"
+                                     f"[{partition}]@{target} within {wait_s:g} s")
+            time.sleep(0.002)
         return self.accounts.get(account) == "OPEN"
 
     def start(self) -> None:
@@ -83,10 +114,10 @@ class KafkaAccountsTable:
                 self._ends = {tp.partition: off for tp, off in found.items()}
             tps = [TopicPartition(self.topic, p, self._next.get(p, 0)) for p in parts]
             consumer.assign(tps)
+            self._partitions = len(parts)
             while not self._stop.is_set():
                 self._take(consumer.consume(1000, timeout=0.1))
-                if not self._ready.is_set():
-                    self._check_loaded(consumer)
+                self._look(consumer, parts)
         finally:
             consumer.close()
 
@@ -97,13 +128,14 @@ class KafkaAccountsTable:
                 self._next[msg.partition() or 0] = (msg.offset() or 0) + 1
                 self._progress_at = time.monotonic()
 
-    def _check_loaded(self, consumer: Consumer) -> None:
-        assert self._ends is not None
-        ends = {(self.topic, p): end for p, end in self._ends.items()}
-        at = positions(consumer, {key: self._next.get(key[1], 0) for key in ends})
-        if at != self._at:  # records or transaction markers passed
+    def _look(self, consumer: Consumer, parts: Iterable[int]) -> None:
+        """Where the table stands (records and transaction markers passed); loaded once
+        that is past the ends measured at start."""
+        at = positions(consumer, {(self.topic, p): self._next.get(p, 0) for p in parts})
+        if at != self._at:
             self._at, self._progress_at = at, time.monotonic()
-        if all(at[key] >= end for key, end in ends.items()):
+        if not self._ready.is_set() and self._ends is not None and all(
+                at.get((self.topic, p), 0) >= end for p, end in self._ends.items()):
             log.info("accounts table loaded: %d accounts", len(self.accounts))
             self._ready.set()
 

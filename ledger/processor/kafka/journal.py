@@ -12,7 +12,7 @@ from ledger.journal import read_between
 from ledger.kafka import committed, make_consumer, topic_partitions, watermarks
 from ledger.processor.kafka.offsets import LATEST, StableOffsets
 from ledger.processor.lookup import checked_event
-from ledger.processor.ports import JournalUnavailable
+from ledger.processor.ports import NotReadableYet
 from ledger.records import ReverseRef
 from ledger.settings import Settings
 from ledger.wire import Codec
@@ -30,7 +30,7 @@ class KafkaJournalLookup:
         """The event, or why it cannot be used; a position at or past the partition's end
         is refused at once (the caller is inside an open transaction). A position the read
         does not pass within the wait (a leader moving, another producer's transaction not
-        yet settled) raises JournalUnavailable: refusing then would be final."""
+        yet settled) raises NotReadableYet: refusing then would be final."""
         if self._consumer is None:
             self._consumer = make_consumer(self.settings, None, **{"fetch.wait.max.ms": 10})
         consumer, topic = self._consumer, self.settings.topic("events")
@@ -39,7 +39,7 @@ class KafkaJournalLookup:
         if ref.offset >= end:
             return f"no event at {topic}[{ref.partition}]@{ref.offset}: the partition ends at {end}"
         consumer.assign([tp])
-        wait_s = self.settings.tuning.reverse_read_wait_s
+        wait_s = self.settings.tuning.lookup_wait_s
         deadline = time.monotonic() + wait_s
         while True:
             for msg in consumer.consume(1, timeout=0.1):
@@ -49,7 +49,7 @@ class KafkaJournalLookup:
             if consumer.position([TopicPartition(topic, ref.partition)])[0].offset > ref.offset:
                 return f"no committed event at {topic}[{ref.partition}]@{ref.offset}"
             if time.monotonic() > deadline:
-                raise JournalUnavailable(
+                raise NotReadableYet(
                     f"{topic}[{ref.partition}]@{ref.offset} not readable within {wait_s:g} s")
 
     def _high_watermark(self, tp: TopicPartition) -> int:
@@ -59,7 +59,7 @@ class KafkaJournalLookup:
         try:
             return self._offsets.offsets({tp: LATEST}, IsolationLevel.READ_UNCOMMITTED)[tp]
         except InfrastructureError as e:
-            raise JournalUnavailable(f"{tp.topic}[{tp.partition}]: {e}") from e
+            raise NotReadableYet(f"{tp.topic}[{tp.partition}]: {e}") from e
 
     def close(self) -> None:
         self._offsets.close()

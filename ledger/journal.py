@@ -14,7 +14,6 @@ from ledger.errors import CodecError, InfrastructureError, RejectedError, UsageE
 from ledger.kafka import (
     make_consumer,
     positions,
-    reached_ends,
     topic_partitions,
     watermarks,
 )
@@ -90,8 +89,7 @@ def read_between(settings: Settings, consumer: Consumer, topic: str, starts: dic
         now_at = positions(consumer, {(topic, p): o for p, o in starts.items()})
         if now_at != at:  # records or transaction markers passed
             at, progress_at = now_at, time.monotonic()
-        for key in reached_ends(consumer, pending, {k: starts[k[1]] for k in pending}):
-            del pending[key]
+        pending = {key: end for key, end in pending.items() if at[key] < end}
         if pending and not follow and time.monotonic() - progress_at > stall_s:
             raise InfrastructureError(
                 f"no records from Kafka at {settings.bootstrap} for {stall_s:.0f}s while "

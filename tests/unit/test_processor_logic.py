@@ -320,22 +320,30 @@ def test_a_forged_credit_is_dead_lettered(ledger: Ledger, processor: CommandProc
     assert ledger.balances() == {}
 
 
-def test_a_reversal_reverses_once(ledger: Ledger, processor: CommandProcessor) -> None:
+def earned_event(ledger: Ledger, processor: CommandProcessor) -> tuple[Any, ReverseRef]:
+    """USER opened and paid 5: the earn's journal entry and its position."""
     ledger.send(open_(USER))
     ledger.send(earn("e1", 5))
     ledger.settle(processor)
     entry = ledger.journal()[-1]
     log = ledger.broker.log(ledger.topic("events"), partition_for(USER.encode(), PARTITIONS))
-    ref = ReverseRef(entry.event_id, log[-1].partition() or 0, log[-1].offset() or 0)
+    return entry, ReverseRef(entry.event_id, log[-1].partition() or 0, log[-1].offset() or 0)
+
+
+def reverse(cid: str, entry: Any) -> Reverse:
+    return Reverse(command_id=cid, actor=Actor.ADMIN, reason="", event_id=entry.event_id,
+                   original=entry.postings)
+
+
+def test_a_reversal_reverses_once(ledger: Ledger, processor: CommandProcessor) -> None:
+    entry, ref = earned_event(ledger, processor)
     for cid in ("r1", "r2"):
-        ledger.send(Reverse(command_id=cid, actor=Actor.ADMIN, reason="", event_id=entry.event_id,
-                            original=entry.postings), ref)
+        ledger.send(reverse(cid, entry), ref)
         ledger.settle(processor)
     assert ledger.result("r1")["status"] == "ACCEPTED"
     assert ledger.result("r2")["reason"] == "already_reversed"
     past = ReverseRef(entry.event_id, ref.partition, ref.offset + 100)
-    ledger.send(Reverse(command_id="r3", actor=Actor.ADMIN, reason="", event_id=entry.event_id,
-                        original=entry.postings), past)
+    ledger.send(reverse("r3", entry), past)
     ledger.settle(processor)
     assert ledger.result("r3")["reason"] == "not_reversible"
     assert ledger.balances() == {USER: 0}
@@ -346,17 +354,11 @@ def test_a_reversal_whose_event_cannot_be_read_yet_is_decided_later_not_refused(
 ) -> None:
     """Mid-failover the journal may not answer for seconds: refusing the reversal then as
     not_reversible would be final (its outcome is kept), so the batch waits and retries."""
-    ledger.send(open_(USER))
-    ledger.send(earn("e1", 5))
-    ledger.settle(processor)
-    entry = ledger.journal()[-1]
-    log = ledger.broker.log(ledger.topic("events"), partition_for(USER.encode(), PARTITIONS))
-    ref = ReverseRef(entry.event_id, log[-1].partition() or 0, log[-1].offset() or 0)
+    entry, ref = earned_event(ledger, processor)
     journal = processor.ports.journal
     assert isinstance(journal, InMemoryJournalLookup)
     journal.unreadable(times=2)
-    ledger.send(Reverse(command_id="r1", actor=Actor.ADMIN, reason="", event_id=entry.event_id,
-                        original=entry.postings), ref)
+    ledger.send(reverse("r1", entry), ref)
     ledger.settle(processor)
     assert processor.stats.aborts == 2
     assert len(ledger.results("r1")) == 1 and ledger.result("r1")["status"] == "ACCEPTED"

@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ledger.errors import CodecError, InfrastructureError
 from ledger.kafka import make_consumer, partition_for, positions
-from ledger.processor.kafka.offsets import LATEST, StableOffsets
+from ledger.processor.kafka.offsets import StableOffsets, readable_end
 from ledger.processor.ports import NotReadableYet
 from ledger.settings import Settings
 from ledger.wire import Codec
@@ -59,12 +59,8 @@ class KafkaAccountsTable:
         partition = partition_for(account.encode(), self._partitions)
         target = self._targets.get(partition)
         if target is None:
-            tp = TopicPartition(self.topic, partition)
-            try:
-                found = self._offsets.offsets({tp: LATEST}, IsolationLevel.READ_UNCOMMITTED)
-            except InfrastructureError as e:
-                raise NotReadableYet(f"{self.topic}[{partition}]: {e}") from e
-            target = self._targets[partition] = found[tp]
+            target = readable_end(self._offsets, TopicPartition(self.topic, partition))
+            self._targets[partition] = target
         wait_s = self.settings.tuning.lookup_wait_s
         deadline = time.monotonic() + wait_s
         while self._at.get((self.topic, partition), 0) < target:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, IsolationLevel, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from ledger.domain import JournalEntry
-from ledger.errors import InfrastructureError
 from ledger.journal import read_between
 from ledger.kafka import committed, make_consumer, topic_partitions, watermarks
-from ledger.processor.kafka.offsets import LATEST, StableOffsets
+from ledger.processor.kafka.offsets import StableOffsets, readable_end
 from ledger.processor.lookup import checked_event
 from ledger.processor.ports import NotReadableYet
 from ledger.records import ReverseRef
@@ -35,7 +34,7 @@ class KafkaJournalLookup:
             self._consumer = make_consumer(self.settings, None, **{"fetch.wait.max.ms": 10})
         consumer, topic = self._consumer, self.settings.topic("events")
         tp = TopicPartition(topic, ref.partition, ref.offset)
-        end = self._high_watermark(TopicPartition(topic, ref.partition))
+        end = readable_end(self._offsets, TopicPartition(topic, ref.partition))
         if ref.offset >= end:
             return f"no event at {topic}[{ref.partition}]@{ref.offset}: the partition ends at {end}"
         consumer.assign([tp])
@@ -51,15 +50,6 @@ class KafkaJournalLookup:
             if time.monotonic() > deadline:
                 raise NotReadableYet(
                     f"{topic}[{ref.partition}]@{ref.offset} not readable within {wait_s:g} s")
-
-    def _high_watermark(self, tp: TopicPartition) -> int:
-        """The end of what was written, settled or not (a read_committed consumer's
-        watermark is the stable end: an event whose transaction is still settling lies
-        beyond it, and must be waited for, not refused)."""
-        try:
-            return self._offsets.offsets({tp: LATEST}, IsolationLevel.READ_UNCOMMITTED)[tp]
-        except InfrastructureError as e:
-            raise NotReadableYet(f"{tp.topic}[{tp.partition}]: {e}") from e
 
     def close(self) -> None:
         self._offsets.close()

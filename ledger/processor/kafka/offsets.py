@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from ledger.errors import InfrastructureError
 from ledger.kafka import make_admin
+from ledger.processor.ports import NotReadableYet
 from ledger.settings import Settings
 
 LATEST: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
@@ -57,3 +58,13 @@ class StableOffsets:
 
     def close(self) -> None:
         self._admin = None
+
+
+def readable_end(offsets: StableOffsets, tp: TopicPartition) -> int:
+    """The end of what was written to `tp`, settled or not (a read_committed watermark is
+    the stable end: records of a transaction still settling lie beyond it and must be
+    waited for, not taken as absent); NotReadableYet if the broker cannot say."""
+    try:
+        return offsets.offsets({tp: LATEST}, IsolationLevel.READ_UNCOMMITTED)[tp]
+    except InfrastructureError as e:
+        raise NotReadableYet(f"{tp.topic}[{tp.partition}]: {e}") from e
